@@ -1,0 +1,29 @@
+"""Errors a user can cause. The CLI prints any of these as one line and exits non-zero."""
+
+
+class OatError(Exception):
+    """Base class for every user-facing error: bad input, bad data, bad checkpoint."""
+
+
+class ConfigError(OatError, ValueError):
+    """An unknown option, a value of the wrong type, or values that do not fit together."""
+
+
+class DataError(OatError):
+    """Missing, truncated, corrupt or mismatched data files."""
+
+
+class CheckpointError(OatError):
+    """A checkpoint that is missing, truncated, corrupt, or of another architecture/spec/format."""
+
+
+class LamError(OatError, ValueError):
+    """A λ outside [0, 1], or one the model's encoding was not trained for."""
+
+
+class WidthError(OatError, ValueError):
+    """A width multiplier the model was not trained for."""
+
+
+class RunFolderError(OatError):
+    """A run folder that already holds a run (and neither --resume nor --overwrite was given)."""
