@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without install
-from oat.data import ArrayDataset, DeviceLoader  # noqa: E402
+from oat.data import ArrayDataset, DeviceLoader
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_loader.json"
 
@@ -68,27 +68,55 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (args.n, 3, 32, 32), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, 10, (args.n,), generator=gen)
-    rows = {"DeviceLoader": images_per_second(
-        DeviceLoader(ArrayDataset(images, labels, 10), args.batch_size, augment=("crop", "flip"), device=device), device)}
+    rows = {
+        "DeviceLoader": images_per_second(
+            DeviceLoader(
+                ArrayDataset(images, labels, 10), args.batch_size, augment=("crop", "flip"), device=device
+            ),
+            device,
+        )
+    }
     for workers in (0, 2):
-        loader = DataLoader(PerExampleDataset(images, labels), args.batch_size, shuffle=True, num_workers=workers,
-                            pin_memory=device.type == "cuda", persistent_workers=False)
+        loader = DataLoader(
+            PerExampleDataset(images, labels),
+            args.batch_size,
+            shuffle=True,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
         rows[f"DataLoader(num_workers={workers})"] = images_per_second(loader, device)
     base = rows["DataLoader(num_workers=0)"]
     print(f"{'loader':<28}{'images/s':>12}{'speed-up':>10}")
     for name, rate in rows.items():
         print(f"{name:<28}{rate:>12,.0f}{rate / base:>9.1f}x")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "benchmark": "bench_loader",
-        "images_per_second": {k: round(v, 1) for k, v in rows.items()},
-        "settings": {"n": args.n, "batch_size": args.batch_size, "device": str(device), "image_shape": [3, 32, 32],
-                     "augment": ["crop", "flip"], "passes": 1},
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "benchmark": "bench_loader",
+                "images_per_second": {k: round(v, 1) for k, v in rows.items()},
+                "settings": {
+                    "n": args.n,
+                    "batch_size": args.batch_size,
+                    "device": str(device),
+                    "image_shape": [3, 32, 32],
+                    "augment": ["crop", "flip"],
+                    "passes": 1,
+                },
+                "machine": {
+                    "platform": platform.platform(),
+                    "python": platform.python_version(),
+                    "cpu_count": os.cpu_count(),
+                    "torch": torch.__version__,
+                    "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                },
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {RESULTS}")
 
 

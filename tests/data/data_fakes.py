@@ -23,7 +23,7 @@ def write_idx_set(folder: Path, n_train: int = 30, n_test: int = 10, gz: bool = 
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         labels = (np.arange(n) % 10).astype(np.uint8)
-        for kind, array in ((f"images-idx3-ubyte", images), (f"labels-idx1-ubyte", labels)):
+        for kind, array in (("images-idx3-ubyte", images), ("labels-idx1-ubyte", labels)):
             data = idx_bytes(array)
             name = f"{prefix}-{kind}"
             if gz:
@@ -49,7 +49,9 @@ def write_cifar10(root: Path, per_batch: int = 12, n_test: int = 10) -> Path:
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(1, 6):
-        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(cifar_batch(per_batch, 10, "labels", rng), protocol=2))
+        (folder / f"data_batch_{i}").write_bytes(
+            pickle.dumps(cifar_batch(per_batch, 10, "labels", rng), protocol=2)
+        )
     (folder / "test_batch").write_bytes(pickle.dumps(cifar_batch(n_test, 10, "labels", rng), protocol=2))
     return folder
 

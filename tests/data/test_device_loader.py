@@ -12,7 +12,9 @@ from oat.errors import ConfigError
 
 def dataset(n: int = 50, size: int = 8) -> ArrayDataset:
     """Images whose pixel (0, 0, 0) encodes the example's index, so batches can be traced back."""
-    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = torch.randint(
+        0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     images[:, 0, 0, 0] = torch.arange(n, dtype=torch.uint8)
     return ArrayDataset(images, torch.arange(n) % 10, 10)
 

@@ -10,8 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from data_fakes import make_tar_gz, write_cifar10, write_idx_set
+
 from oat.data import download as dl
 from oat.data import load_data
 from oat.errors import DataError
@@ -94,11 +94,16 @@ def test_corrupt_archive_leaves_nothing(server, tmp_path, monkeypatch):
 
 def test_offline_failure_says_where_to_put_files(server, tmp_path):
     root = tmp_path / "data"
-    with pytest.raises(DataError, match=r"download of .*train_32x32.mat failed .* put it at .*svhn/train_32x32.mat"):
+    with pytest.raises(
+        DataError, match=r"download of .*train_32x32.mat failed .* put it at .*svhn/train_32x32.mat"
+    ):
         load_data("svhn", root, download=True)
     assert not leftovers(root)
 
 
 def test_mirror_table_used_without_env(monkeypatch):
     monkeypatch.delenv("OAT_DATA_MIRROR", raising=False)
-    assert dl.url_for("cifar10", dl.RESOURCES["cifar10"][0]) == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    assert (
+        dl.url_for("cifar10", dl.RESOURCES["cifar10"][0])
+        == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    )

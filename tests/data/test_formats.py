@@ -9,8 +9,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
 from data_fakes import write_cifar10, write_cifar100, write_idx_set, write_stl10, write_svhn
+
 from oat.data import DATASETS, DataSplits, list_datasets, load_data
 from oat.errors import ConfigError, DataError
 
@@ -28,7 +28,9 @@ def check_splits(s: DataSplits, sizes: tuple[int, int, int]) -> None:
 
 
 def test_registry_names():
-    assert list_datasets() == sorted(["digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn", "stl10"])
+    assert list_datasets() == sorted(
+        ["digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn", "stl10"]
+    )
     assert set(DATASETS) == set(list_datasets())
 
 
@@ -90,17 +92,23 @@ def test_idx_damaged(tmp_path, damage, message):
 
 def test_idx_corrupt_gzip_and_count_mismatch(tmp_path):
     folder = write_idx_set(tmp_path)
-    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3])))
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3]))
+    )
     with pytest.raises(DataError, match="10 images but 3 labels"):
         load_data("mnist", tmp_path, val_size=5)
-    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(np.random.default_rng(0).bytes(5000))[:300])
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(np.random.default_rng(0).bytes(5000))[:300]
+    )
     with pytest.raises(DataError, match="truncated or corrupt"):
         load_data("mnist", tmp_path, val_size=5)
 
 
 def test_idx_label_range(tmp_path):
     folder = write_idx_set(tmp_path)
-    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 10]) + bytes(9) + b"\x0b"))
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 10]) + bytes(9) + b"\x0b")
+    )
     with pytest.raises(DataError, match="expected 0..9"):
         load_data("mnist", tmp_path, val_size=5)
 

@@ -32,7 +32,9 @@ class ArrayDataset:
     def __post_init__(self) -> None:
         # Fail here, at construction, rather than deep inside a training step.
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise DataError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+            raise DataError(
+                f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
             raise DataError(
                 f"labels must be int64 of shape ({self.images.shape[0]},), "
@@ -45,7 +47,9 @@ class ArrayDataset:
     def subset(self, index: np.ndarray | torch.Tensor) -> ArrayDataset:
         """Returns the examples at ``index`` as a new data set (copies, never views)."""
         index = torch.as_tensor(index, dtype=torch.int64)
-        return ArrayDataset(self.images[index].contiguous(), self.labels[index].contiguous(), self.num_classes)
+        return ArrayDataset(
+            self.images[index].contiguous(), self.labels[index].contiguous(), self.num_classes
+        )
 
 
 @dataclass
@@ -99,7 +103,9 @@ def check_labels(labels: np.ndarray, num_classes: int, what: str) -> None:
 def make_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, what: str) -> ArrayDataset:
     """Checks label range and count, and wraps numpy arrays as an ``ArrayDataset``."""
     if images.shape[0] != labels.shape[0]:
-        raise DataError(f"{what}: {images.shape[0]} images but {labels.shape[0]} labels, expected equal counts")
+        raise DataError(
+            f"{what}: {images.shape[0]} images but {labels.shape[0]} labels, expected equal counts"
+        )
     check_labels(labels, num_classes, what)
     return ArrayDataset(
         torch.from_numpy(np.require(images, np.uint8, ["C", "W"])),  # copies only if read-only/strided

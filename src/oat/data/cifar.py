@@ -15,13 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from oat.data.files import find_dir
 from oat.data.arrays import ArrayDataset, make_dataset
+from oat.data.files import find_dir
 from oat.errors import DataError
 
 LAYOUTS = {
     # name: (folder, train files, test files, label key, classes)
-    "cifar10": ("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), b"labels", 10),
+    "cifar10": (
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        ("test_batch",),
+        b"labels",
+        10,
+    ),
     "cifar100": ("cifar-100-python", ("train",), ("test",), b"fine_labels", 100),
 }
 
@@ -65,14 +71,17 @@ def read_batch(path: Path, label_key: bytes, what: str) -> tuple[np.ndarray, np.
         # encoding="bytes": the official files are Python 2 pickles with str keys.
         batch = RestrictedUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
     except Exception as exc:  # truncated pickles raise many types: EOFError, UnpicklingError, ValueError...
-        raise DataError(f"{what}: cannot unpickle {path} ({exc.__class__.__name__}: {exc}); truncated or corrupt?") from exc
+        raise DataError(
+            f"{what}: cannot unpickle {path} ({exc.__class__.__name__}: {exc}); truncated or corrupt?"
+        ) from exc
     if not isinstance(batch, dict):
         raise DataError(f"{what}: {path} holds a {type(batch).__name__}, expected a dict batch")
     batch = {k.encode() if isinstance(k, str) else k: v for k, v in batch.items()}
     if b"data" not in batch or label_key not in batch:
         keys = sorted(k.decode(errors="replace") for k in batch if isinstance(k, bytes))
         raise DataError(
-            f"{what}: {path} has keys {keys}, expected 'data' and '{label_key.decode()}' (files of another data set?)"
+            f"{what}: {path} has keys {keys}, expected 'data' and '{label_key.decode()}' "
+            "(files of another data set?)"
         )
     data = np.asarray(batch[b"data"])
     labels = np.asarray(batch[label_key], dtype=np.int64)

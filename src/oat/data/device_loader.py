@@ -22,7 +22,7 @@ training, where every rank must run the same number of steps.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -85,15 +85,30 @@ class DeviceLoader:
             each batch over through pinned memory (on CUDA); None means no limit.
     """
 
-    def __init__(self, dataset: ArrayDataset, batch_size: int, *, shuffle: bool = True,
-                 augment: tuple[str, ...] = (), device="cpu", seed: int = 0, drop_last: bool = False,
-                 rank: int = 0, world_size: int = 1, channels_last: bool = False,
-                 max_device_bytes: int | None = None):
+    def __init__(
+        self,
+        dataset: ArrayDataset,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        augment: tuple[str, ...] = (),
+        device="cpu",
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+        max_device_bytes: int | None = None,
+    ):
         unknown = set(augment) - set(KNOWN_AUGMENTS)
         if unknown:
-            raise ConfigError(f"unknown augmentation(s) {sorted(unknown)}; known: {', '.join(KNOWN_AUGMENTS)}")
+            raise ConfigError(
+                f"unknown augmentation(s) {sorted(unknown)}; known: {', '.join(KNOWN_AUGMENTS)}"
+            )
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
-            raise ConfigError(f"need batch_size >= 1 and 0 <= rank < world_size, got {batch_size}, {rank}, {world_size}")
+            raise ConfigError(
+                f"need batch_size >= 1 and 0 <= rank < world_size, got {batch_size}, {rank}, {world_size}"
+            )
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, tuple(augment)
         self.device, self.seed, self.drop_last = torch.device(device), seed, drop_last
         self.rank, self.world_size, self.channels_last = rank, world_size, channels_last

@@ -58,21 +58,45 @@ MIRRORS: dict[str, str] = {
 
 
 def _idx(folder: str, md5s: tuple[str, str, str, str]) -> tuple[Resource, ...]:
-    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    names = (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    )
     return tuple(Resource(n, m, f"{folder}/{n}") for n, m in zip(names, md5s))
 
 
 # MD5 checksums as published by each data set's authors.
 RESOURCES: dict[str, tuple[Resource, ...]] = {
-    "mnist": _idx("mnist", ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
-                            "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c")),
-    "fashion-mnist": _idx("fashion-mnist", ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
-                                            "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310")),
-    "cifar10": (Resource("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", "cifar-10-batches-py", True),),
-    "cifar100": (Resource("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python", True),),
-    "svhn": (Resource("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373", "svhn/train_32x32.mat"),
-             Resource("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3", "svhn/test_32x32.mat")),
+    "mnist": _idx(
+        "mnist",
+        (
+            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "d53e105ee54ea40749a09fcbcd1e9432",
+            "9fb629c4189551a2d022fa330f9573f3",
+            "ec29112dd5afa0611ce80d1b7f02629c",
+        ),
+    ),
+    "fashion-mnist": _idx(
+        "fashion-mnist",
+        (
+            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "25c81989df183df01b3e8a0aad5dffbe",
+            "bef4ecab320f06d8554ea6380940ec79",
+            "bb300cfdad3c16e7a12a480ee83cd310",
+        ),
+    ),
+    "cifar10": (
+        Resource("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", "cifar-10-batches-py", True),
+    ),
+    "cifar100": (
+        Resource("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python", True),
+    ),
+    "svhn": (
+        Resource("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373", "svhn/train_32x32.mat"),
+        Resource("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3", "svhn/test_32x32.mat"),
+    ),
     "stl10": (Resource("stl10_binary.tar.gz", "91f7769df0f17e558f3565bffb0c7dfb", "stl10_binary", True),),
 }
 
@@ -94,7 +118,9 @@ def download(name: str, root: str | os.PathLike) -> None:
         DataError: If a download fails or a checksum does not match; nothing is left behind.
     """
     if name not in RESOURCES:
-        raise DataError(f"{name}: nothing to download (bundled or unknown); downloadable: {', '.join(RESOURCES)}")
+        raise DataError(
+            f"{name}: nothing to download (bundled or unknown); downloadable: {', '.join(RESOURCES)}"
+        )
     root = Path(root).expanduser()
     for resource in RESOURCES[name]:
         target = root / resource.target
@@ -106,7 +132,9 @@ def download(name: str, root: str | os.PathLike) -> None:
             if resource.archive:
                 extract_tar(part, root, name)
                 if not target.exists():
-                    raise DataError(f"{name}: {resource.filename} did not contain {resource.target}; wrong archive?")
+                    raise DataError(
+                        f"{name}: {resource.filename} did not contain {resource.target}; wrong archive?"
+                    )
             else:
                 os.replace(part, target)
         finally:
@@ -129,13 +157,17 @@ def fetch_verified(url: str, md5: str, folder: Path, name: str, target: Path) ->
                 out.write(chunk)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         tmp_path.unlink(missing_ok=True)
-        raise DataError(f"{name}: download of {url} failed ({exc}); fetch it by hand and put it at {target}") from exc
+        raise DataError(
+            f"{name}: download of {url} failed ({exc}); fetch it by hand and put it at {target}"
+        ) from exc
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
     if digest.hexdigest() != md5:
         tmp_path.unlink(missing_ok=True)
-        raise DataError(f"{name}: {url} has MD5 {digest.hexdigest()}, expected {md5}; corrupt download, removed")
+        raise DataError(
+            f"{name}: {url} has MD5 {digest.hexdigest()}, expected {md5}; corrupt download, removed"
+        )
     return tmp_path
 
 

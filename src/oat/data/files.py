@@ -26,7 +26,9 @@ def find_dir(root: str | os.PathLike, subdirs: tuple[str, ...], required: tuple[
     """
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DataError(f"{what}: data directory {root} does not exist; expected it to contain {', '.join(required)}")
+        raise DataError(
+            f"{what}: data directory {root} does not exist; expected it to contain {', '.join(required)}"
+        )
     for candidate in (root, *(root / s for s in subdirs)):
         if all(resolve_file(candidate, name) is not None for name in required):
             return candidate
@@ -58,4 +60,6 @@ def read_bytes(path: Path, what: str) -> bytes:
             return gzip.decompress(data)
         return data
     except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{what}: cannot read {path} ({exc.__class__.__name__}: {exc}); truncated or corrupt?") from exc
+        raise DataError(
+            f"{what}: cannot read {path} ({exc.__class__.__name__}: {exc}); truncated or corrupt?"
+        ) from exc

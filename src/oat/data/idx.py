@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from oat.data.files import find_dir, read_bytes, resolve_file
 from oat.data.arrays import ArrayDataset, make_dataset
+from oat.data.files import find_dir, read_bytes, resolve_file
 from oat.errors import DataError
 
 IMAGE_MAGIC = 0x00000803
@@ -44,11 +44,15 @@ def parse_idx(data: bytes, magic: int, path: Path, what: str) -> np.ndarray:
         raise DataError(f"{what}: {path} is {len(data)} bytes, shorter than an IDX header; truncated?")
     found = int.from_bytes(data[:4], "big")
     if found != magic:
-        raise DataError(f"{what}: {path} has magic number 0x{found:08x}, expected 0x{magic:08x} (not an IDX file?)")
+        raise DataError(
+            f"{what}: {path} has magic number 0x{found:08x}, expected 0x{magic:08x} (not an IDX file?)"
+        )
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + int(np.prod(dims))
     if len(data) != expected:
-        raise DataError(f"{what}: {path} is {len(data)} bytes, expected {expected} for shape {dims}; truncated?")
+        raise DataError(
+            f"{what}: {path} is {len(data)} bytes, expected {expected} for shape {dims}; truncated?"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from oat.data.arrays import ArrayDataset, DataSplits, split_train_val
 from oat.data.cifar import load_cifar
 from oat.data.digits import load_digits_splits
-from oat.data.download import RESOURCES, download as download_files
+from oat.data.download import RESOURCES
+from oat.data.download import download as download_files
 from oat.data.idx import fashion_system_dir, load_mnist
 from oat.data.stl10 import load_stl10
 from oat.data.svhn import load_svhn
@@ -110,9 +111,18 @@ def load_data(
             download_files(name, folder)
     train, test = spec.load(folder)
     if train.images.shape[1:] != spec.image_shape or test.images.shape[1:] != spec.image_shape:
-        raise DataError(f"{name}: images of shape {tuple(train.images.shape[1:])}, expected {spec.image_shape}")
+        raise DataError(
+            f"{name}: images of shape {tuple(train.images.shape[1:])}, expected {spec.image_shape}"
+        )
     train, val = split_train_val(train, spec.val_size if val_size is None else val_size, seed)
     return DataSplits(
-        name=name, train=train, val=val, test=test, num_classes=spec.num_classes,
-        image_shape=spec.image_shape, default_eps=spec.default_eps, augment=spec.augment, split_seed=seed,
+        name=name,
+        train=train,
+        val=val,
+        test=test,
+        num_classes=spec.num_classes,
+        image_shape=spec.image_shape,
+        default_eps=spec.default_eps,
+        augment=spec.augment,
+        split_seed=seed,
     )

@@ -31,11 +31,14 @@ def read_split(folder: Path, split: str, what: str) -> ArrayDataset:
         raise DataError(f"{what}: cannot read {x_path} or {y_path} ({exc})") from exc
     if x.size % IMAGE_BYTES:
         raise DataError(
-            f"{what}: {x_path} is {x.size} bytes, not a multiple of {IMAGE_BYTES} (3×96×96); truncated or another data set?"
+            f"{what}: {x_path} is {x.size} bytes, not a multiple of {IMAGE_BYTES} (3×96×96); "
+            "truncated or another data set?"
         )
     n = x.size // IMAGE_BYTES
     if y.size != n:
-        raise DataError(f"{what}: {x_path} holds {n} images but {y_path} {y.size} labels, expected equal counts")
+        raise DataError(
+            f"{what}: {x_path} holds {n} images but {y_path} {y.size} labels, expected equal counts"
+        )
     labels = y.astype(np.int64)
     if n and (labels.min() < 1 or labels.max() > 10):
         raise DataError(f"{what}: {y_path} labels range {labels.min()}..{labels.max()}, expected 1..10")

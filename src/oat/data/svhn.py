@@ -25,7 +25,9 @@ def read_mat(path: Path, what: str) -> ArrayDataset:
     try:
         mat = loadmat(str(path), variable_names=("X", "y"))
     except Exception as exc:  # scipy raises ValueError, TypeError, OSError... on damaged files
-        raise DataError(f"{what}: cannot read {path} ({exc.__class__.__name__}: {exc}); truncated or corrupt?") from exc
+        raise DataError(
+            f"{what}: cannot read {path} ({exc.__class__.__name__}: {exc}); truncated or corrupt?"
+        ) from exc
     if "X" not in mat or "y" not in mat:
         raise DataError(f"{what}: {path} lacks variables X and y; expected the official SVHN format 2 file")
     x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).reshape(-1)
