@@ -4,7 +4,10 @@ Synthetic CIFAR-shaped uint8 data (no files needed). One pass per loader after o
 warm-up batch; prints a table and writes ``benchmarks/results/bench_loader.json`` with
 the machine and settings.
 
-    python benchmarks/bench_loader.py [--n 10000] [--batch-size 128] [--device cpu]
+    OMP_NUM_THREADS=1 python benchmarks/bench_loader.py [--n 10000] [--batch-size 128] [--device cpu]
+
+On a shared 2-core CPU, two intra-op threads collapse under contention from other
+processes (DeviceLoader fell from 47k to 2k images/s); one thread gives stable figures.
 """
 
 from __future__ import annotations
@@ -109,6 +112,7 @@ def main() -> None:
                     "python": platform.python_version(),
                     "cpu_count": os.cpu_count(),
                     "torch": torch.__version__,
+                    "torch_threads": torch.get_num_threads(),
                     "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                 },
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

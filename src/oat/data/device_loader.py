@@ -54,11 +54,12 @@ def random_crop(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, pad: int = 
     """
     b, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
+    # Two torch.gather calls (rows, then columns) are ~3x faster on the CPU than one
+    # advanced-indexing gather with four broadcast index tensors.
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
+    padded = padded.gather(2, rows.expand(b, c, h, w + 2 * pad))
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
-    batch = torch.arange(b, device=x.device)[:, None, None, None]
-    chan = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, chan, rows, cols]
+    return padded.gather(3, cols.expand(b, c, h, w))
 
 
 def random_flip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
