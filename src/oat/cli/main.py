@@ -1,0 +1,66 @@
+"""``oat`` command line: one file per sub-command, each a thin layer over a library call.
+
+Every error a user can cause ends in one line on stderr and a non-zero exit; tracebacks
+only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+
+from oat.errors import OatError
+
+COMMANDS = ("train", "evaluate", "report", "demo", "models", "recipes")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="oat", description="Once-for-All Adversarial Training: one model, the accuracy/robustness "
+        "trade-off (λ) and, with OATS, the width dialled at test time.")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        mod = importlib.import_module(f"oat.cli.{name}")
+        p = mod.add_parser(sub)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show Python tracebacks on errors")
+        p.set_defaults(func=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``oat`` and ``python -m oat``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except OatError as e:
+        if args.debug:
+            raise
+        print(f"oat: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("oat: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if args.debug:
+            raise
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        what = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+                errno.EACCES: "permission denied"}.get(e.errno, e.strerror or str(e))
+        print(f"oat: error: cannot write or read{where}: {what}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug: say so in one line, the traceback is one flag away
+        if args.debug:
+            raise
+        print(f"oat: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

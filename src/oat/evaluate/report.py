@@ -1,0 +1,138 @@
+"""Reports: Markdown tables and PNG plots from one or several runs' results.json.
+
+``write_report([OAT_RUN, DEDICATED_RUN, ...])`` puts the OAT curve beside the dedicated
+baselines (each its own run at one λ): SA and RA against λ, and the SA–RA trade-off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from oat.evaluate.results import read_results, select_rows
+from oat.train.checkpoint import atomic_write_text
+
+
+def _pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.2f}"
+
+
+def _main_attack(rows: list[dict]) -> str | None:
+    attacks = {r["attack"] for r in rows}
+    for a in ("worst", "autoattack", "pgd20"):
+        if a in attacks:
+            return a
+    return sorted(attacks)[0] if attacks else None
+
+
+def _dedicated(runs: list[Path], split: str | None, attack: str | None) -> dict[float, dict]:
+    """``{λ: row}`` of each dedicated run (its own λ)."""
+    out = {}
+    for run in runs:
+        rows = select_rows(read_results(run), split, attack)
+        for r in rows:
+            out[r["lam"]] = r
+    return out
+
+
+def comparison_table(main_rows: list[dict], ded: dict[float, dict]) -> list[str]:
+    lines = ["| λ | width | SA | RA | dedicated SA | dedicated RA | ΔSA | ΔRA |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in main_rows:
+        d = ded.get(r["lam"])
+        dsa = None if d is None else r["sa"] - d["sa"]
+        dra = None if d is None else r["ra"] - d["ra"]
+        w = "–" if r["width"] is None else f"{r['width']:g}"
+        lines.append(f"| {r['lam']:g} | {w} | {_pct(r['sa'])} | {_pct(r['ra'])} | {_pct(d and d['sa'])} | "
+                     f"{_pct(d and d['ra'])} | {_pct(dsa)} | {_pct(dra)} |")
+    return lines
+
+
+def all_rows_table(rows: list[dict]) -> list[str]:
+    lines = ["| split | attack | ε | λ | width | SA % | RA % | n |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        w = "–" if r["width"] is None else f"{r['width']:g}"
+        lines.append(f"| {r['split']} | {r['attack']} | {r['eps']:.4g} | {r['lam']:g} | {w} | {_pct(r['sa'])} | "
+                     f"{_pct(r['ra'])} | {r['n']} |")
+    return lines
+
+
+def plot_vs_lam(main_rows, ded, path: Path, attack: str) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for w in sorted({r["width"] for r in main_rows}, key=lambda v: -(v or 1)):
+        rs = sorted((r for r in main_rows if r["width"] == w), key=lambda r: r["lam"])
+        tag = "" if w is None else f" (w={w:g})"
+        ax.plot([r["lam"] for r in rs], [100 * r["sa"] for r in rs], "o-", label=f"OAT SA{tag}")
+        ax.plot([r["lam"] for r in rs], [100 * r["ra"] for r in rs], "s-", label=f"OAT RA{tag}")
+    if ded:
+        lams = sorted(ded)
+        ax.plot(lams, [100 * ded[v]["sa"] for v in lams], "k^", ms=9, mfc="none", label="dedicated SA")
+        ax.plot(lams, [100 * ded[v]["ra"] for v in lams], "kv", ms=9, mfc="none", label="dedicated RA")
+    ax.set(xlabel="λ", ylabel="accuracy (%)", title=f"SA and RA ({attack}) against λ")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_tradeoff(main_rows, ded, path: Path, attack: str) -> None:
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for w in sorted({r["width"] for r in main_rows}, key=lambda v: -(v or 1)):
+        rs = sorted((r for r in main_rows if r["width"] == w), key=lambda r: r["lam"])
+        ax.plot([100 * r["sa"] for r in rs], [100 * r["ra"] for r in rs], "o-",
+                label="OAT" if w is None else f"OAT w={w:g}")
+        for r in rs:
+            ax.annotate(f"{r['lam']:g}", (100 * r["sa"], 100 * r["ra"]), fontsize=7,
+                        textcoords="offset points", xytext=(3, 3))
+    if ded:
+        ax.plot([100 * d["sa"] for d in ded.values()], [100 * d["ra"] for d in ded.values()], "k^", ms=8,
+                mfc="none", label="dedicated")
+    ax.set(xlabel="standard accuracy SA (%)", ylabel=f"robust accuracy RA, {attack} (%)",
+           title="SA–RA trade-off (labels: λ)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(runs, out=None, split: str | None = None) -> Path:
+    """Write ``report.md`` and PNG plots for ``runs[0]`` beside the dedicated ``runs[1:]``.
+
+    Args:
+        runs: run folders; the first is the OAT/OATS model, the rest dedicated baselines.
+        out: output folder (default: the first run folder).
+        split: which split's rows (default: test if present, else val).
+
+    Returns:
+        The path of ``report.md``.
+    """
+    runs = [Path(r) for r in runs]
+    out = Path(out) if out else runs[0]
+    out.mkdir(parents=True, exist_ok=True)
+    doc = read_results(runs[0])
+    rows = select_rows(doc, split)
+    split = rows[0]["split"] if rows else (split or "test")
+    attack = _main_attack(rows)
+    main_rows = [r for r in rows if r["attack"] == attack]
+    ded = _dedicated(runs[1:], split, attack)
+    lines = [f"# oat report: {runs[0].name}", "",
+             f"Model `{doc.get('model')}`, objective `{doc.get('objective')}`, data `{doc.get('data')}`, "
+             f"ε = {doc.get('eps')}, split `{split}`. Accuracies in %; RA under `{attack}`.", ""]
+    if main_rows:
+        lines += ["## Trade-off" + (" against dedicated models" if ded else ""), ""]
+        lines += comparison_table(main_rows, ded) + [""]
+        plot_vs_lam(main_rows, ded, out / "sa_ra_vs_lam.png", attack)
+        plot_tradeoff(main_rows, ded, out / "tradeoff.png", attack)
+        lines += ["![SA and RA against λ](sa_ra_vs_lam.png)", "", "![SA–RA trade-off](tradeoff.png)", ""]
+    lines += ["## All rows", ""] + all_rows_table(doc.get("rows", [])) + [""]
+    if len(runs) > 1:
+        lines += ["## Runs", ""] + [f"- `{r}`" for r in runs] + [""]
+    report = out / "report.md"
+    atomic_write_text(report, "\n".join(lines))
+    return report

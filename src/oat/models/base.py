@@ -1,0 +1,119 @@
+"""The conditioned model: ``model(x, lam, width=None) -> logits`` and ``model.at(lam, width)``.
+
+Every architecture in the registry is a :class:`ConditionedNet`. Its
+:class:`~oat.conditioning.Conditioning` spec decides the form: OAT/OATS (FiLM + dual
+BN, a λ set, widths) or dedicated (no FiLM, one BN, a single λ). One class for both
+means loading, sweeping and reporting never branch on the kind of model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from oat.conditioning import ENCODINGS, LAM_TOL, Conditioning, make_table
+from oat.errors import LamError
+from oat.nn.context import Ctx
+
+
+def call(module: nn.Module, x: torch.Tensor, ctx: Ctx) -> torch.Tensor:
+    """Call a child with the context if it is a conditioned layer, else with ``x`` alone."""
+    return module(x, ctx) if getattr(module, "takes_ctx", False) else module(x)
+
+
+class ConditionedNet(nn.Module):
+    """Base class: λ/width handling shared by every architecture.
+
+    Subclasses build their layers from ``self.spec`` and implement :meth:`forward_ctx`.
+    ``self.arch`` records the registry name and constructor arguments so a checkpoint
+    rebuilds the same network.
+    """
+
+    def __init__(self, spec: Conditioning):
+        super().__init__()
+        self.spec = spec
+        self.arch: dict = {}
+        # The encoding table is a buffer: saved with the weights, never re-drawn at load.
+        self.register_buffer("lam_table", make_table(spec))
+
+    # ------------------------------------------------------------------ conditioning
+    def condition(self, lam, width: float | None = None, n: int | None = None, *,
+                  film_cache: bool = False) -> Ctx:
+        """Build the :class:`Ctx` for a float λ or a per-example ``(N,)`` λ tensor."""
+        widx = self.spec.width_index(width)
+        ctx_kw = dict(width=self.spec.widths[widx], width_idx=widx, film_cache={} if film_cache else None)
+        if isinstance(lam, torch.Tensor) and lam.dim() == 0:
+            lam = float(lam)
+        if not isinstance(lam, torch.Tensor):
+            lam = self.spec.check_lam(lam)
+            route = "clean" if lam <= LAM_TOL else "adv"
+            return Ctx(enc=self._encode([lam]), inverse=None, route=route, **ctx_kw)
+        return self._condition_tensor(lam, n, ctx_kw)
+
+    def _condition_tensor(self, lam: torch.Tensor, n: int | None, ctx_kw: dict) -> Ctx:
+        if lam.dim() != 1 or (n is not None and lam.shape[0] != n):
+            raise LamError(f"a λ tensor must have shape (N,) matching the batch; got {tuple(lam.shape)}")
+        lam = lam.to(device=self.lam_table.device, dtype=torch.float32)
+        uniq, inverse = torch.unique(lam, return_inverse=True)
+        values = [self.spec.check_lam(float(v)) for v in uniq.tolist()]
+        clean = lam <= LAM_TOL
+        n_clean = int(clean.sum())
+        if n_clean == 0 or n_clean == lam.shape[0]:
+            route, cidx, aidx = ("clean" if n_clean else "adv"), None, None
+        else:
+            route, cidx, aidx = "mixed", clean.nonzero().squeeze(1), (~clean).nonzero().squeeze(1)
+        return Ctx(enc=self._encode(values), inverse=None if len(values) == 1 else inverse,
+                   route=route, clean_idx=cidx, adv_idx=aidx, **ctx_kw)
+
+    def _encode(self, values: list[float]) -> torch.Tensor | None:
+        if not self.spec.film:
+            return None
+        enc = ENCODINGS[self.spec.encoding]
+        if enc.index_based:
+            idx = torch.tensor([self.spec.lam_index(v) for v in values], device=self.lam_table.device)
+            return self.lam_table[idx]
+        lam = torch.tensor(values, device=self.lam_table.device)
+        return enc.make(lam, self.spec.dim)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, lam, width: float | None = None) -> torch.Tensor:
+        """Logits for images ``x`` in [0, 1] at trade-off ``lam`` (float or ``(N,)``) and ``width``."""
+        return self.forward_ctx(x, self.condition(lam, width, x.shape[0]))
+
+    def forward_ctx(self, x: torch.Tensor, ctx: Ctx) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def predictor(self, lam, width: float | None = None, n: int | None = None):
+        """A ``x -> logits`` callable for attacks: the context (and FiLM scale/shift, computed
+        once without parameter gradients) is reused across every call."""
+        ctx = self.condition(lam, width, n, film_cache=True)
+        return lambda x: self.forward_ctx(x, ctx)
+
+    def at(self, lam: float, width: float | None = None) -> BoundModel:
+        """A plain ``nn.Module`` mapping images to logits at a fixed (λ, width)."""
+        lam = self.spec.check_lam(lam)
+        self.spec.width_index(width)
+        return BoundModel(self, lam, width)
+
+    @property
+    def num_classes(self) -> int:
+        return self.arch.get("num_classes", 0)
+
+
+class BoundModel(nn.Module):
+    """``model.at(lam, width)``: an ordinary classifier ``x -> logits`` for attacks, ART, ONNX.
+
+    It shares storage with its parent and computes only the (λ, width) sub-network.
+    """
+
+    def __init__(self, parent: ConditionedNet, lam: float, width: float | None):
+        super().__init__()
+        self.parent = parent
+        self.lam = float(lam)
+        self.width = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.parent(x, self.lam, self.width)
+
+    def extra_repr(self) -> str:
+        return f"lam={self.lam:g}, width={self.width}"

@@ -1,0 +1,86 @@
+"""One model registry (timm-style): a decorator registers a tiny entry function per model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from oat.conditioning import Conditioning
+from oat.errors import ConfigError
+from oat.models.base import ConditionedNet
+from oat.models.nets import PreActNet, ResNet, SmallCNN, wide_resnet
+
+MODELS: dict[str, Callable[..., ConditionedNet]] = {}
+DESCRIPTIONS: dict[str, str] = {}
+
+
+def register_model(name: str, description: str = ""):
+    def deco(fn):
+        MODELS[name] = fn
+        DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().splitlines()[0]
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def create_model(name: str, spec: Conditioning | None = None, *, in_channels: int = 3,
+                 num_classes: int = 10, **kwargs) -> ConditionedNet:
+    """Build a registered model.
+
+    Args:
+        name: registry name (see :func:`list_models`).
+        spec: conditioning spec; default the paper's OAT spec.
+        in_channels: image channels (1 for digits/MNIST, 3 for CIFAR/SVHN/STL-10).
+        num_classes: number of classes.
+        **kwargs: architecture options (``None`` values are dropped).
+    """
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+    spec = spec or Conditioning()
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    model = MODELS[name](spec, in_channels=in_channels, num_classes=num_classes, **kwargs)
+    model.arch = {"name": name, "in_channels": in_channels, "num_classes": num_classes, "kwargs": kwargs}
+    return model
+
+
+@register_model("small-cnn", "3-layer CNN for tiny images (8x8 digits, 28x28 MNIST); CPU-friendly")
+def small_cnn(spec, **kw):
+    return SmallCNN(spec, **kw)
+
+
+@register_model("resnet18", "CIFAR ResNet-18 (11.2M)")
+def resnet18(spec, **kw):
+    return ResNet(spec, (2, 2, 2, 2), **kw)
+
+
+@register_model("resnet34", "CIFAR ResNet-34 (21.3M), the paper's CIFAR-10 model")
+def resnet34(spec, **kw):
+    return ResNet(spec, (3, 4, 6, 3), **kw)
+
+
+@register_model("preact-resnet18", "Pre-activation ResNet-18 (11.2M)")
+def preact_resnet18(spec, **kw):
+    return PreActNet(spec, [64, 128, 256, 512], [2, 2, 2, 2], 64, **kw)
+
+
+@register_model("wrn-16-8", "WideResNet-16-8 with dropout 0.3 (11.0M), the paper's SVHN model")
+def wrn_16_8(spec, dropout: float = 0.3, **kw):
+    return wide_resnet(spec, 16, 8, dropout, **kw)
+
+
+@register_model("wrn-40-2", "WideResNet-40-2 (2.2M), the paper's STL-10 model")
+def wrn_40_2(spec, dropout: float = 0.0, **kw):
+    return wide_resnet(spec, 40, 2, dropout, **kw)
+
+
+@register_model("wrn-34-10", "WideResNet-34-10 (46.2M), the common robustness reference")
+def wrn_34_10(spec, dropout: float = 0.0, **kw):
+    return wide_resnet(spec, 34, 10, dropout, **kw)
+
+
+@register_model("wrn-16-1", "WideResNet-16-1 (0.18M), a small CPU-friendly residual net")
+def wrn_16_1(spec, dropout: float = 0.0, **kw):
+    return wide_resnet(spec, 16, 1, dropout, **kw)

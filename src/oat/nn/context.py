@@ -1,0 +1,37 @@
+"""The per-forward conditioning context handed to every conditioned layer.
+
+Nothing about λ or width is global or stored on modules: each forward pass builds one
+:class:`Ctx` from its own arguments and passes it down. Routing to the clean or the
+adversarial BN is derived from each example's λ (λ == 0 → clean), never from where the
+example sits in the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Ctx:
+    """Conditioning of one forward pass.
+
+    Attributes:
+        enc: encodings of the distinct λ values of the batch, ``(U, d)``, or None (no FiLM).
+        inverse: ``(N,)`` index of each example's λ into ``enc`` (None when U == 1).
+        route: ``"clean"``, ``"adv"`` or ``"mixed"`` (dual BN only).
+        clean_idx / adv_idx: example indices of each BN branch when ``route == "mixed"``.
+        width: active width multiplier; width_idx: its index in the trained widths.
+        film_cache: when a dict, FiLM scale/shift are computed once (without gradients
+            w.r.t. parameters) and reused, e.g. across the steps of an attack.
+    """
+
+    enc: torch.Tensor | None
+    inverse: torch.Tensor | None
+    route: str
+    clean_idx: torch.Tensor | None = None
+    adv_idx: torch.Tensor | None = None
+    width: float = 1.0
+    width_idx: int = 0
+    film_cache: dict | None = field(default=None, repr=False)

@@ -1,0 +1,40 @@
+"""Dual (and switchable) batch normalisation (OAT Sec. 3.2, OATS Sec. 3.3).
+
+Every BN is a pair (BN_clean, BN_adv) per trained width. Examples with λ == 0 use
+BN_clean; examples with λ > 0 use BN_adv for both their clean and adversarial passes.
+Each width keeps its own statistics: slim sub-networks see different feature
+distributions. With ``dual=False`` there is one BN per width (the dedicated models and
+the single-BN ablation).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from oat.conditioning import scaled
+from oat.nn.context import Ctx
+
+
+class DualBN(nn.Module):
+    """``len(widths)`` × (clean, adversarial) BatchNorm2d (or BatchNorm1d) pairs."""
+
+    def __init__(self, channels: int, widths: tuple[float, ...] = (1.0,), dual: bool = True, dims: int = 2):
+        super().__init__()
+        bn = nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d
+        self.dual = dual
+        # bns[width_idx][0] is the clean (or only) BN, bns[width_idx][1] the adversarial one.
+        self.bns = nn.ModuleList(
+            nn.ModuleList(bn(scaled(channels, w)) for _ in range(2 if dual else 1)) for w in widths
+        )
+
+    def forward(self, x: torch.Tensor, ctx: Ctx) -> torch.Tensor:
+        pair = self.bns[ctx.width_idx]
+        if not self.dual or ctx.route == "clean":
+            return pair[0](x)
+        if ctx.route == "adv":
+            return pair[1](x)
+        out = torch.empty_like(x)
+        out[ctx.clean_idx] = pair[0](x[ctx.clean_idx])
+        out[ctx.adv_idx] = pair[1](x[ctx.adv_idx])
+        return out

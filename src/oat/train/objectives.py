@@ -1,0 +1,143 @@
+"""Training objectives: turn ``(model, x, y)`` into a loss and metrics.
+
+* :class:`PGDAT` — dedicated adversarial training at a fixed λ:
+  ``(1-λ)·CE(f(x), y) + λ·CE(f(x_adv), y)`` (Madry et al. at λ = 1).
+* :class:`OAT` — Once-for-All AT (Wang et al. 2020, Alg. 1): per-example λ, no attack
+  for λ = 0 examples, loss ``mean_i (1-λ_i)·CE_clean_i + λ_i·CE_adv_i``.
+* :class:`OATS` — OAT for every trained width (largest first), gradients accumulated.
+
+Adversarial examples are crafted with the model in eval mode (BN running statistics, no
+dropout), each with its own λ, and without parameter gradients; the step size follows
+the reference's training rule. The loop knows nothing about λ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from oat.attacks import pgd, train_step_size
+from oat.models.base import ConditionedNet
+from oat.train.sampling import sample_lams
+
+
+@dataclass
+class AttackConfig:
+    """The training attack: L∞ PGD, ε = 8/255, 7 steps in the paper."""
+
+    eps: float = 8 / 255
+    steps: int = 7
+    norm: str = "linf"
+    step_size: float | None = None
+
+    def craft(self, model: ConditionedNet, x, y, lam, width=None, generator=None) -> torch.Tensor:
+        if self.eps == 0 or self.steps == 0:
+            return x
+        step = self.step_size or train_step_size(self.eps, self.steps)
+        with eval_mode(model):
+            predict = model.predictor(lam, width, x.shape[0])
+            return pgd(predict, x, y, eps=self.eps, steps=self.steps, step_size=step, norm=self.norm,
+                       keep_best=False, generator=generator)
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    """Eval mode for crafting, then the previous mode back."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def _ce(logits, y):
+    return F.cross_entropy(logits.float(), y, reduction="none")
+
+
+def _metrics(loss, logits_clean, logits_adv, y, y_adv):
+    """Sums (not means) as tensors, so the loop can accumulate without a host sync."""
+    m = {"loss": loss.detach() * y.shape[0], "n": y.shape[0]}
+    if logits_clean is not None:
+        m["clean_correct"] = (logits_clean.argmax(1) == y).sum()
+        m["n_clean"] = y.shape[0]
+    if logits_adv is not None:
+        m["adv_correct"] = (logits_adv.argmax(1) == y_adv).sum()
+        m["n_adv"] = y_adv.shape[0]
+    return m
+
+
+class PGDAT:
+    """Dedicated adversarial training at a fixed λ (the paper's baselines)."""
+
+    name = "pgdat"
+
+    def __init__(self, lam: float, attack: AttackConfig):
+        self.lam, self.attack = float(lam), attack
+
+    def __call__(self, model, x, y, generator=None, width=None):
+        lam = self.lam
+        logits_c = logits_a = None
+        loss = x.new_zeros(())
+        if lam < 1:
+            logits_c = model(x, lam, width)
+            loss = loss + (1 - lam) * _ce(logits_c, y).mean()
+        if lam > 0:
+            x_adv = self.attack.craft(model, x, y, lam, width, generator)
+            logits_a = model(x_adv, lam, width)
+            loss = loss + lam * _ce(logits_a, y).mean()
+        return loss, _metrics(loss, logits_c, logits_a, y, y)
+
+
+class OAT:
+    """Once-for-All adversarial training with the reference's per-example λ sampling."""
+
+    name = "oat"
+
+    def __init__(self, lams: tuple[float, ...], attack: AttackConfig, continuous: bool = False):
+        self.lams, self.attack, self.continuous = tuple(lams), attack, continuous
+
+    def __call__(self, model, x, y, generator=None, width=None):
+        lam, n0 = sample_lams(x.shape[0], self.lams, generator, self.continuous)
+        return self.loss(model, x, y, lam.to(x.device), n0, generator, width)
+
+    def loss(self, model, x, y, lam, n0, generator=None, width=None):
+        """OAT loss for given per-example λ whose first ``n0`` entries are 0."""
+        logits_c = model(x, lam, width)
+        per_ex = (1 - lam) * _ce(logits_c, y)
+        logits_a = None
+        if n0 < x.shape[0]:
+            # Efficient mode: no attack for λ = 0 examples (their adversarial weight is 0).
+            xa, ya, la = x[n0:], y[n0:], lam[n0:]
+            x_adv = self.attack.craft(model, xa, ya, la, width, generator)
+            logits_a = model(x_adv, la, width)
+            per_ex = per_ex + torch.cat([per_ex.new_zeros(n0), la * _ce(logits_a, ya)])
+        loss = per_ex.mean()
+        return loss, _metrics(loss, logits_c, logits_a, y, y[n0:])
+
+
+class OATS(OAT):
+    """OAT + slimming: the OAT loss at every width, largest first, one optimiser step.
+
+    Each width draws its own λ sample (as slimmable-network training draws per width);
+    the returned loss is the sum, whose gradient is the accumulated one.
+    """
+
+    name = "oats"
+
+    def __init__(self, lams, attack: AttackConfig, widths: tuple[float, ...], continuous: bool = False):
+        super().__init__(lams, attack, continuous)
+        self.widths = tuple(sorted(widths, reverse=True))
+
+    def __call__(self, model, x, y, generator=None, width=None):
+        total, merged = None, {}
+        for w in self.widths:
+            lam, n0 = sample_lams(x.shape[0], self.lams, generator, self.continuous)
+            loss, m = self.loss(model, x, y, lam.to(x.device), n0, generator, w)
+            total = loss if total is None else total + loss
+            for k, v in m.items():
+                merged[k] = merged.get(k, 0) + v
+        return total, merged
