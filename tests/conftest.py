@@ -1,9 +1,10 @@
 """Shared fixtures: tiny models and batches that run in milliseconds on a CPU.
 
-Also guards global torch state that a test may change (deterministic algorithms, the
-default RNG), so tests stay independent of their order.
+Also pins torch to one thread and undoes ``use_deterministic_algorithms`` after each
+test, so tests stay fast on a shared box and independent of their order.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,10 @@ from oat.conditioning import Conditioning  # noqa: E402
 from oat.models import create_model  # noqa: E402
 
 TINY_LAMS = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
+
+# The tests run tiny models on a 2-core box that is often shared: one intra-op thread is
+# as fast for them and avoids threads spinning against each other (10x slower under load).
+torch.set_num_threads(int(os.environ.get("OAT_TEST_THREADS", "1")))
 
 
 @pytest.fixture(autouse=True)

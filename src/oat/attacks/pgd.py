@@ -68,7 +68,7 @@ def pgd(predict, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int, st
     if eps == 0 or steps < 0:
         return x.detach().clone()
     threat, loss_fn = get_threat(norm), LOSSES[loss]
-    step_size = eval_step_size(eps, steps) if step_size is None else step_size
+    step_size = eval_step_size(eps, max(steps, 1)) if step_size is None else step_size  # steps=0: no step
     x = x.detach()
     best = _Best(x) if (keep_best or restarts > 1) else None
     for _ in range(restarts):
