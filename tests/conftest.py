@@ -32,7 +32,10 @@ def _restore_torch_globals():
     det = torch.are_deterministic_algorithms_enabled()
     warn = torch.is_deterministic_algorithms_warn_only_enabled()
     yield
-    torch.use_deterministic_algorithms(det, warn_only=warn)
+    # Only when changed: the call imports torch._inductor (seconds).
+    if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) != (
+            det, warn):
+        torch.use_deterministic_algorithms(det, warn_only=warn)
 
 
 @pytest.fixture

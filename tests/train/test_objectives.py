@@ -1,0 +1,158 @@
+"""Objectives: OAT's efficient mode and loss, PGD-AT's passes, crafting in eval mode."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from oat.attacks import train_step_size
+from oat.conditioning import Conditioning
+from oat.train import objectives
+from oat.train.objectives import OAT, PGDAT, AttackConfig
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Records every training-attack call: its inputs, λ, the model's mode, and its output."""
+    calls = []
+    real = objectives.pgd
+
+    def wrapped(predict, x, y, **kw):
+        out = real(predict, x, y, **kw)
+        calls.append({"x": x.clone(), "y": y.clone(), "kw": kw, "out": out, "training": spy.model.training})
+        return out
+
+    class Spy:
+        model = None
+
+    spy = Spy()
+    spy.calls = calls
+    monkeypatch.setattr(objectives, "pgd", wrapped)
+    real_craft = AttackConfig.craft
+
+    def craft(self, model, x, y, lam, width=None, generator=None):
+        spy.model = model
+        calls.append({"lam": lam.clone() if torch.is_tensor(lam) else lam})
+        return real_craft(self, model, x, y, lam, width, generator)
+
+    monkeypatch.setattr(AttackConfig, "craft", craft)
+    return spy
+
+
+def _xy(n=24, seed=0):
+    g = _gen(seed)
+    return torch.rand(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def test_oat_attacks_only_the_nonzero_lam_examples(tiny_model, spy):
+    x, y = _xy()
+    obj = OAT(tiny_model.spec.lams, AttackConfig(eps=0.1, steps=2))
+    tiny_model.train()
+    loss, m = obj(tiny_model, x, y, generator=_gen())
+    lam_call, pgd_call = spy.calls
+    assert len(spy.calls) == 2  # one attack for the whole batch
+    n0 = 4  # ceil(24 / 6)
+    assert lam_call["lam"].shape == (24 - n0,) and (lam_call["lam"] > 0).all()
+    assert torch.equal(pgd_call["x"], x[n0:]) and torch.equal(pgd_call["y"], y[n0:])
+    assert m["n_adv"] == 24 - n0 and m["n_clean"] == 24 and torch.isfinite(loss)
+
+
+def test_oat_with_only_clean_examples_never_attacks(tiny_model, spy):
+    x, y = _xy()
+    obj = OAT((0.0,), AttackConfig(eps=0.1, steps=2))
+    loss, m = obj(tiny_model, x, y, generator=_gen())
+    assert spy.calls == [] and "n_adv" not in m
+
+
+def test_oat_loss_equals_the_hand_formula(tiny_model, spy):
+    x, y = _xy()
+    lam = torch.tensor([0.0] * 4 + [0.1, 0.2, 0.3, 0.4, 1.0] * 4)
+    obj = OAT(tiny_model.spec.lams, AttackConfig(eps=0.1, steps=2))
+    tiny_model.train()
+    loss, _ = obj.loss(tiny_model, x, y, lam, 4, _gen())
+    x_adv = spy.calls[1]["out"]
+    # By hand: mean_i (1-λ_i)·CE(f(x_i; λ_i)) + λ_i·CE(f(x_adv_i; λ_i)), no adversarial term for λ=0.
+    ce_c = F.cross_entropy(tiny_model(x, lam), y, reduction="none")
+    ce_a = F.cross_entropy(tiny_model(x_adv, lam[4:]), y[4:], reduction="none")
+    terms = [(1 - lam[i]) * ce_c[i] + (lam[i] * ce_a[i - 4] if i >= 4 else 0.0) for i in range(24)]
+    torch.testing.assert_close(loss, torch.stack([torch.as_tensor(t) for t in terms]).mean())
+    # λ = 1 examples contribute their adversarial loss only.
+    assert loss.requires_grad
+
+
+def test_crafting_in_eval_mode_with_own_lam_and_the_training_step(tiny_model, spy):
+    x, y = _xy()
+    att = AttackConfig(eps=0.1, steps=3)
+    tiny_model.train()
+    OAT(tiny_model.spec.lams, att)(tiny_model, x, y, generator=_gen())
+    pgd_call = spy.calls[1]
+    assert pgd_call["training"] is False
+    assert tiny_model.training  # restored
+    assert pgd_call["kw"]["step_size"] == pytest.approx(train_step_size(0.1, 3))
+    assert pgd_call["kw"]["keep_best"] is False and pgd_call["kw"]["steps"] == 3
+    # A model that was in eval mode stays there.
+    tiny_model.eval()
+    OAT(tiny_model.spec.lams, att)(tiny_model, x, y, generator=_gen())
+    assert not tiny_model.training
+
+
+def test_crafting_leaves_no_parameter_gradients(tiny_model):
+    x, y = _xy()
+    tiny_model.train()
+    att = AttackConfig(eps=0.1, steps=2)
+    x_adv = att.craft(tiny_model, x, y, 0.4, generator=_gen())
+    assert all(p.grad is None for p in tiny_model.parameters())
+    assert ((x_adv - x).abs() <= 0.1 + 1e-6).all() and not x_adv.requires_grad
+
+
+def test_crafting_restores_mode_after_an_error(tiny_model, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(objectives, "pgd", boom)
+    tiny_model.train()
+    with pytest.raises(RuntimeError):
+        AttackConfig(eps=0.1, steps=1).craft(tiny_model, *_xy(), 0.4)
+    assert tiny_model.training
+
+
+def _count_forwards(model, monkeypatch):
+    seen = []
+    real = type(model).forward
+
+    def fwd(self, x, lam, width=None):
+        seen.append(x.detach().clone())
+        return real(self, x, lam, width)
+
+    monkeypatch.setattr(type(model), "forward", fwd)
+    return seen
+
+
+@pytest.mark.parametrize("lam, attacks, clean_pass", [(0.0, False, True), (1.0, True, False), (0.5, True, True)])
+def test_pgdat_passes(make_tiny, spy, monkeypatch, lam, attacks, clean_pass):
+    model = make_tiny(Conditioning.dedicated(lam)).train()
+    seen = _count_forwards(model, monkeypatch)
+    x, y = _xy()
+    loss, m = PGDAT(lam, AttackConfig(eps=0.1, steps=2))(model, x, y, generator=_gen())
+    assert bool(spy.calls) == attacks
+    assert any(torch.equal(s, x) for s in seen) == clean_pass
+    assert len(seen) == int(attacks) + int(clean_pass)
+    assert ("n_clean" in m) == clean_pass and ("n_adv" in m) == attacks
+    # The loss is (1-λ)·CE_clean + λ·CE_adv with batch means.
+    with torch.no_grad():
+        expect = 0.0
+        if clean_pass:
+            expect += (1 - lam) * F.cross_entropy(model(x, lam), y)
+        if attacks:
+            expect += lam * F.cross_entropy(model(spy.calls[1]["out"], lam), y)
+    torch.testing.assert_close(loss.detach(), torch.as_tensor(expect, dtype=loss.dtype))
+
+
+def test_pgdat_with_zero_eps_skips_the_attack(make_tiny, spy):
+    model = make_tiny(Conditioning.dedicated(1.0))
+    x, y = _xy()
+    loss, _ = PGDAT(1.0, AttackConfig(eps=0.0, steps=7))(model, x, y)
+    assert [c for c in spy.calls if "kw" in c] == []
