@@ -1,0 +1,62 @@
+"""Resume continues the same run: stopped after epoch 1 and resumed == uninterrupted, bit for bit."""
+
+import json
+
+import pytest
+import torch
+
+from oat.cli.main import main
+from oat.train import runner
+from oat.train.checkpoint import load_model, read_tensors, resolve_checkpoint
+from oat.train.config import TrainConfig
+
+CFG = dict(data="digits", model="small-cnn", model_kwargs={"base": 8}, objective="oat", eps=0.3, epochs=2,
+           batch_size=128, attack_steps=2, seed=3, deterministic=True, device="cpu", amp="off",
+           keep_checkpoints=3)
+
+
+class Stop(Exception):
+    pass
+
+
+def _train(out, **kw):
+    return runner.train(TrainConfig.from_dict(CFG), out, progress=False, evaluate=False, log=lambda *a: None, **kw)
+
+
+def test_resume_after_an_interruption_gives_the_same_weights(tmp_path, monkeypatch):
+    straight = _train(tmp_path / "a")
+
+    real_save = runner.save_checkpoint
+
+    def save_then_die(root, name, *a, **k):
+        real_save(root, name, *a, **k)
+        if name == "epoch-0001":
+            raise Stop  # the process dies right after the first checkpoint
+
+    monkeypatch.setattr(runner, "save_checkpoint", save_then_die)
+    with pytest.raises(Stop):
+        _train(tmp_path / "b")
+    monkeypatch.undo()
+    assert resolve_checkpoint(tmp_path / "b").name == "epoch-0001"
+    # Continue through the command line, as a user would.
+    assert main(["train", "--out", str(tmp_path / "b"), "--resume", "--no-eval", "--no-progress"]) == 0
+
+    a = read_tensors(resolve_checkpoint(straight) / "model.safetensors")
+    b = read_tensors(resolve_checkpoint(tmp_path / "b") / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    oa = read_tensors(resolve_checkpoint(straight) / "optimizer.safetensors")
+    ob = read_tensors(resolve_checkpoint(tmp_path / "b") / "optimizer.safetensors")
+    assert all(torch.equal(oa[k], ob[k]) for k in oa)
+    # The resumed run went on from epoch 1 (one log line per epoch, not a restart).
+    logs = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in logs] == [1, 2]
+    straight_logs = [json.loads(line) for line in (straight / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in logs] == [r["loss"] for r in straight_logs]
+    state = load_model(tmp_path / "b").checkpoint_state
+    assert state["epoch"] == 2 and state["finished"]
+    # Not vacuous: the second epoch moved the weights.
+    first = read_tensors(straight / "checkpoints" / "epoch-0001" / "model.safetensors")
+    assert not torch.equal(first["fc.weight"], a["fc.weight"])
+
