@@ -27,3 +27,15 @@ class WidthError(OatError, ValueError):
 
 class RunFolderError(OatError):
     """A run folder that already holds a run (and neither --resume nor --overwrite was given)."""
+
+
+class TrainingInterrupted(OatError):
+    """SIGINT/SIGTERM stopped training at a safe point, after saving a checkpoint.
+
+    The CLI exits with ``128 + signal`` (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum

@@ -10,7 +10,7 @@ import argparse
 import errno
 import sys
 
-from oat.errors import OatError
+from oat.errors import OatError, TrainingInterrupted
 
 COMMANDS = ("train", "evaluate", "report", "demo", "models", "recipes")
 
@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except TrainingInterrupted as e:  # a checkpoint was saved; the message says how to resume
+        print(f"oat: {e}", file=sys.stderr)
+        return e.exit_code
     except OatError as e:
         if args.debug:
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -41,6 +42,8 @@ def add_parser(sub):
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--no-eval", action="store_true", help="skip the λ sweep after training")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--dist-timeout", type=float, metavar="S",
+                   help="under torchrun: seconds to wait for the other processes before failing (default 600)")
     return p
 
 
@@ -69,8 +72,15 @@ def run(args) -> int:
         from oat.errors import ConfigError
 
         raise ConfigError("--resume needs --out RUN (the run folder to continue)")
+    if not args.out and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        from oat.errors import ConfigError
+
+        # each process would stamp its own time into the default name
+        raise ConfigError("under torchrun pass --out RUN (every process must write to the same run folder)")
     out = Path(args.out) if args.out else default_out(cfg)
+    main = int(os.environ.get("RANK", "0") or 0) == 0
     train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
-          evaluate=not args.no_eval)
-    print(f"run folder: {out}")
+          evaluate=not args.no_eval, dist_timeout=args.dist_timeout)
+    if main:
+        print(f"run folder: {out}")
     return 0

@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,7 @@ def save_checkpoint(ckpt_root: Path, name: str, model, optimizer=None, state: di
         doc = {"format_version": FORMAT_VERSION, "arch": model.arch, "conditioning": model.spec.to_dict(),
                **(state or {})}
         save_file(model_tensors(model), str(tmp / "model.safetensors"), metadata={"format": "oat"})
+        _write_delay()
         if optimizer is not None:
             tensors, opt_json = optimizer_tensors(optimizer)
             save_file(tensors, str(tmp / "optimizer.safetensors"))
@@ -146,6 +148,14 @@ def save_checkpoint(ckpt_root: Path, name: str, model, optimizer=None, state: di
     atomic_write_text(ckpt_root / "latest", name + "\n")
     _prune(ckpt_root, keep, protect=name)
     return final
+
+
+def _write_delay() -> None:
+    """Fault injection for the crash tests: ``OAT_CKPT_WRITE_DELAY=S`` sleeps S seconds between
+    a checkpoint's files, so a test can kill the process while a checkpoint is half written."""
+    delay = os.environ.get("OAT_CKPT_WRITE_DELAY")
+    if delay:
+        time.sleep(float(delay))
 
 
 def _prune(ckpt_root: Path, keep: int, protect: str) -> None:

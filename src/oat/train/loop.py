@@ -1,13 +1,20 @@
 """The generic training loop: SGD + per-step cosine schedule, bf16 autocast, channels_last.
 
 It knows nothing about λ: an objective turns each batch into a loss and metrics. Per
-epoch it seeds one generator from (seed, epoch, rank) for λ sampling and PGD starts, so
-an epoch replays exactly after a resume from the checkpoint written at its start.
+epoch it seeds one generator from (seed, epoch, rank) for λ sampling and PGD starts; the
+loader's order and augmentation are pure functions of (seed, epoch, rank) too. So an
+epoch replays exactly after a resume from a checkpoint written at its start, and from
+one written mid-epoch (on SIGINT/SIGTERM) too: that checkpoint records how many batches
+of the epoch are done and the generator's state, and the resumed epoch skips those
+batches and continues the same generator.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from oat.errors import OatError
+from oat.train import distributed as ddp
 
 
 class NonFiniteError(OatError):
@@ -29,6 +37,36 @@ class LoopState:
     epoch: int = 0  # epochs completed
     step: int = 0  # optimiser steps taken
     history: list = field(default_factory=list)
+    batch: int = 0  # batches of epoch ``epoch`` already done (a mid-epoch checkpoint)
+    gen_state: list | None = None  # the epoch generator's state after ``batch`` batches
+    partial: dict = field(default_factory=dict)  # metric sums of those batches
+    stopped: int = 0  # signal number that stopped training at a safe point (0: none)
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; the loop checks it after every step (a safe point)."""
+
+    def __init__(self):
+        self.signum = 0
+
+    def __call__(self, signum, frame) -> None:
+        if self.signum:  # a second signal: the user insists
+            raise KeyboardInterrupt
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def catch_signals(flag: StopFlag, signals=(signal.SIGINT, signal.SIGTERM)):
+    """Route SIGINT/SIGTERM to ``flag`` while training (main thread only), then restore."""
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    old = {s: signal.signal(s, flag) for s in signals}
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def cosine_lr(base: float, step: int, total: int) -> float:
@@ -51,40 +89,71 @@ def grads_finite(model: torch.nn.Module) -> bool:
     return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
 
 
+def _start_epoch(state: LoopState, seed: int, rank: int) -> tuple[torch.Generator, dict]:
+    gen = epoch_generator(seed, state.epoch, rank)
+    if state.batch and state.gen_state is not None:  # resuming mid-epoch
+        gen.set_state(torch.tensor(state.gen_state, dtype=torch.uint8))
+    return gen, dict(state.partial) if state.batch else {}
+
+
 def train_epoch(model, objective, loader, optimizer, state: LoopState, *, base_lr: float, total_steps: int,
                 device: torch.device, amp: str = "auto", seed: int = 0, rank: int = 0,
-                nonfinite: str = "stop", progress: bool = True, desc: str = "") -> dict:
-    """One pass over ``loader``; returns the epoch's mean loss, train SA/RA and images/s."""
+                nonfinite: str = "stop", progress: bool = True, desc: str = "",
+                info: ddp.DistInfo | None = None, stop: StopFlag | None = None,
+                step_hook: Callable | None = None) -> dict | None:
+    """One pass over ``loader`` (or its rest, after a mid-epoch resume).
+
+    Returns:
+        The epoch's mean loss, train SA/RA and images/s (global over ranks); None when a
+        stop signal ended the epoch early at a safe point (``state`` then says where).
+    """
+    info = info or ddp.DistInfo()
     model.train()
-    gen = epoch_generator(seed, state.epoch, rank)
-    sums: dict = {}
-    t0, skipped = time.perf_counter(), 0
-    bar = tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
-    for x, y in bar:
+    gen, sums = _start_epoch(state, seed, rank)
+    t0, skipped, n_batches = time.perf_counter(), 0, len(loader)
+    bar = tqdm(total=n_batches, initial=state.batch, desc=desc, leave=False, disable=not progress,
+               dynamic_ncols=True)
+    for i, (x, y) in enumerate(loader):
+        if i < state.batch:  # done before the mid-epoch checkpoint
+            continue
         for g in optimizer.param_groups:
             g["lr"] = cosine_lr(base_lr, state.step, total_steps)
         with autocast_for(device, amp):
             loss, metrics = objective(model, x, y, generator=gen)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if not (torch.isfinite(loss) and grads_finite(model)):
-            if nonfinite == "stop":
-                raise NonFiniteError(f"non-finite loss or gradients at epoch {state.epoch + 1}, step "
-                                     f"{state.step + 1}; the last good checkpoint is kept (lower lr, or "
-                                     "nonfinite=skip to skip such steps)")
+        bad = not (torch.isfinite(loss) and grads_finite(model))
+        bad, stopping = ddp.agree([bad, bool(stop and stop.signum)], info, device)
+        if bad and nonfinite == "stop":
+            raise NonFiniteError(f"non-finite loss or gradients at epoch {state.epoch + 1}, step "
+                                 f"{state.step + 1}; the last good checkpoint is kept (lower lr, or "
+                                 "nonfinite=skip to skip such steps)")
+        if bad:
             skipped += 1
-            state.step += 1
-            continue
-        optimizer.step()
+        else:
+            optimizer.step()
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0) + v
         state.step += 1
-        for k, v in metrics.items():
-            sums[k] = sums.get(k, 0) + v
+        state.batch = i + 1
+        bar.update(1)
+        if step_hook is not None:
+            step_hook(state, model)
         if progress:
             bar.set_postfix(_summary(sums), refresh=False)
+        if stopping and state.batch < n_batches:
+            bar.close()
+            state.stopped = (stop.signum if stop else 0) or int(signal.SIGTERM)
+            state.gen_state = gen.get_state().tolist()
+            state.partial = {k: float(v) for k, v in sums.items()}
+            return None
+    bar.close()
+    sums = ddp.all_reduce_sums(sums, info, device)
+    state.batch, state.gen_state, state.partial = 0, None, {}
     out = _summary(sums)
     out.update(epoch=state.epoch + 1, lr=optimizer.param_groups[0]["lr"], skipped_steps=skipped,
                seconds=round(time.perf_counter() - t0, 3))
-    out["img_per_s"] = round(sums.get("n", 0) / max(out["seconds"], 1e-9), 1)
+    out["img_per_s"] = round(float(sums.get("n", 0)) / max(out["seconds"], 1e-9), 1)
     return out
 
 
@@ -99,17 +168,31 @@ def _summary(sums: dict) -> dict:
 
 
 def fit(model, objective, loader, optimizer, *, epochs: int, base_lr: float, device, state: LoopState | None = None,
-        on_epoch_end: Callable[[LoopState, dict], None] | None = None, **kw) -> LoopState:
-    """Train from ``state.epoch`` to ``epochs``, calling ``on_epoch_end`` (checkpoint, log) after each."""
+        on_epoch_end: Callable[[LoopState, dict], None] | None = None,
+        on_stop: Callable[[LoopState], None] | None = None, stop: StopFlag | None = None, **kw) -> LoopState:
+    """Train from ``state`` to ``epochs``, calling ``on_epoch_end`` (checkpoint, log) after each.
+
+    When ``stop`` is set by a signal, training halts after the current step; ``on_stop``
+    (checkpoint) is called with the mid-epoch state and ``state.stopped`` names the signal.
+    """
     state = state or LoopState()
     total = epochs * len(loader)
     while state.epoch < epochs:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(state.epoch)
         stats = train_epoch(model, objective, loader, optimizer, state, base_lr=base_lr, total_steps=total,
-                            device=device, desc=f"epoch {state.epoch + 1}/{epochs}", **kw)
+                            device=device, desc=f"epoch {state.epoch + 1}/{epochs}", stop=stop, **kw)
+        if stats is None:
+            if on_stop is not None:
+                on_stop(state)
+            return state
         state.epoch += 1
         state.history.append(stats)
         if on_epoch_end is not None:
             on_epoch_end(state, stats)
+        if stop is not None and state.epoch < epochs:
+            info = kw.get("info") or ddp.DistInfo()
+            if ddp.agree([bool(stop.signum)], info, device)[0]:  # every rank stops at the same epoch
+                state.stopped = stop.signum or int(signal.SIGTERM)  # the epoch checkpoint is the safe point
+                return state
     return state

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 from pathlib import Path
 
 import torch
 
 from oat.conditioning import Conditioning
 from oat.data import DeviceLoader, load_data
-from oat.env import provenance, resolve_device, seed_everything
-from oat.errors import ConfigError, RunFolderError
+from oat.env import provenance, seed_everything
+from oat.errors import ConfigError, RunFolderError, TrainingInterrupted
 from oat.models import create_model
+from oat.train import distributed as ddp
 from oat.train.checkpoint import (
     atomic_write_text,
     load_optimizer,
@@ -30,13 +32,17 @@ from oat.train.checkpoint import (
     set_rng_state,
 )
 from oat.train.config import TrainConfig
-from oat.train.loop import LoopState, fit
+from oat.train.loop import LoopState, StopFlag, catch_signals, fit
 from oat.train.objectives import OAT, OATS, PGDAT, AttackConfig
 
 
 def build_spec(cfg: TrainConfig) -> Conditioning:
     """The conditioning spec the objective needs: dedicated, OAT, or OATS (with widths)."""
-    widths = tuple(cfg.widths) if cfg.objective == "oats" else (1.0,)
+    widths = tuple(cfg.widths)
+    if cfg.objective != "oats" and len(widths) != 1:
+        # One width for pgdat/oat: a model of that width alone (the dedicated slim baseline).
+        raise ConfigError(f"--widths {' '.join(f'{w:g}' for w in widths)}: a {cfg.objective} model has one "
+                          "width (train one run per width); several widths at once is --objective oats")
     if cfg.objective == "pgdat":
         return Conditioning.dedicated(cfg.lam, widths)
     return Conditioning(lams=tuple(cfg.lams), encoding=cfg.encoding, dim=cfg.enc_dim, film=True,
@@ -77,30 +83,79 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool, log=print) -> bool
 
 
 def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
-          evaluate: bool = True, log=print) -> Path:
+          evaluate: bool = True, log=print, dist_timeout: float | None = None, step_hook=None) -> Path:
     """Train a model as ``cfg`` says, writing everything into the run folder ``out``.
 
+    Under ``torchrun`` every process calls this; only rank 0 writes (logs, progress bar,
+    checkpoints, config.json) and evaluates; see :mod:`oat.train.distributed`.
+
     Args:
-        cfg: the resolved configuration.
+        cfg: the resolved configuration (``batch_size`` is the global batch).
         out: run folder.
         resume: continue the run in ``out`` from its newest checkpoint (its saved config wins).
         overwrite: replace a run already in ``out``.
         progress: show a progress bar.
         evaluate: after training, sweep λ (× width) on ``cfg.eval_split`` and write the report.
         log: where one-line messages go.
+        dist_timeout: seconds a collective may wait for the other ranks (default
+            ``$OAT_DIST_TIMEOUT`` or 600).
+        step_hook: optional ``(state, model)`` callable after every optimiser step (tests).
 
     Returns:
         The run folder.
+
+    Raises:
+        TrainingInterrupted: SIGINT/SIGTERM stopped training after a checkpoint was saved.
     """
     out = Path(out)
-    resuming = prepare_run_dir(out, resume, overwrite, log)
+    info, device = ddp.setup(cfg.device, dist_timeout)
+    try:
+        cfg, resuming = _prepare(cfg, out, resume, overwrite, info, log)
+        state = _train(cfg, out, resuming, info, device, progress and info.is_main,
+                       log if info.is_main else _quiet, step_hook)
+    finally:
+        ddp.cleanup()
+    if state.stopped:
+        raise TrainingInterrupted(state.stopped, f"stopped by {signal.Signals(state.stopped).name} after "
+                                  f"epoch {state.epoch} + {state.batch} batches (step {state.step}); "
+                                  f"checkpoint saved; resume with: oat train --out {out} --resume")
+    if evaluate and info.is_main:
+        from oat.evaluate.api import evaluate_run
+
+        evaluate_run(out, split=cfg.eval_split, attacks=cfg.eval_attacks, subset=cfg.eval_subset,
+                     device=device, progress=progress, log=log)
+    return out
+
+
+def _quiet(*_args, **_kw) -> None:
+    return None
+
+
+def _prepare(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, info, log):
+    """Rank 0 inspects/creates the run folder; the others wait for it, then read the same config."""
+    resuming = resume
+    if info.is_main:
+        resuming = prepare_run_dir(out, resume, overwrite, log)
+    ddp.barrier(info)
     if resuming:
-        cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text())["config"])
-    device = resolve_device(cfg.device)
+        try:
+            saved = json.loads((out / "config.json").read_text())["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise RunFolderError(f"--resume: {out / 'config.json'} is missing or corrupt") from None
+        if not isinstance(saved, dict):
+            raise RunFolderError(f"--resume: {out / 'config.json'} is corrupt")
+        cfg = TrainConfig.from_dict(saved)
+    return cfg, resuming
+
+
+def _train(cfg: TrainConfig, out: Path, resuming: bool, info, device, progress: bool, log, step_hook) -> LoopState:
     seed_everything(cfg.seed, cfg.deterministic)
     data = load_data(cfg.data, cfg.data_dir, download=cfg.download, val_size=cfg.val_size, seed=cfg.seed)
+    if len(data.train) == 0:
+        raise ConfigError(f"the training split of {cfg.data} is empty")
     if cfg.batch_size > len(data.train):
         raise ConfigError(f"batch size {cfg.batch_size} is larger than the training split ({len(data.train)})")
+    local_batch = ddp.local_batch_size(cfg.batch_size, info.world_size)
     eps = data.default_eps if cfg.eps is None else cfg.eps
     model = create_model(cfg.model, build_spec(cfg), in_channels=data.image_shape[0],
                          num_classes=data.num_classes, **cfg.model_kwargs).to(device)
@@ -110,38 +165,110 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = Fals
                                 weight_decay=cfg.weight_decay)
     state = LoopState()
     if resuming:
-        state = _restore(out, model, optimizer)
-        log(f"resuming {out} after epoch {state.epoch}/{cfg.epochs}")
-    else:
-        meta = {"config": cfg.to_dict(), "eps": eps, "data": data.info(), "world_size": 1,
+        state = _restore(out, model, optimizer, info)
+        log(f"resuming {out} after epoch {state.epoch}/{cfg.epochs}" +
+            (f" + {state.batch} batches" if state.batch else ""))
+    elif info.is_main:
+        meta = {"config": cfg.to_dict(), "eps": eps, "data": data.info(), "world_size": info.world_size,
+                "distributed": {**info.record(), "global_batch": cfg.batch_size, "batch_per_rank": local_batch,
+                                "lr_rule": "lr is for the global batch; not rescaled with world size"},
                 **provenance(device)}
         atomic_write_text(out / "config.json", json.dumps(meta, indent=1))
-    loader = DeviceLoader(data.train, cfg.batch_size, shuffle=True, augment=data.augment, device=device,
-                          seed=cfg.seed, channels_last=cfg.channels_last)
+    # drop_last with several ranks: every rank must take the same number of steps.
+    loader = DeviceLoader(data.train, local_batch, shuffle=True, augment=data.augment, device=device,
+                          seed=cfg.seed, channels_last=cfg.channels_last, rank=info.rank,
+                          world_size=info.world_size, drop_last=info.enabled)
+    if len(loader) == 0:
+        raise ConfigError(f"batch size {cfg.batch_size} leaves no full batch of the training split")
+    net = ddp.wrap(model, info, device)
+    ckpt = _Checkpointer(out, model, optimizer, cfg, eps, info, device)
+    stop = StopFlag()
+    step_hook = step_hook or ddp.sync_check_hook(out, info)
+    try:
+        with catch_signals(stop):
+            fit(net, build_objective(cfg, eps), loader, optimizer, epochs=cfg.epochs, base_lr=cfg.lr,
+                device=device, state=state, on_epoch_end=ckpt.epoch_end, on_stop=ckpt.mid_epoch, stop=stop,
+                amp=cfg.amp, seed=cfg.seed, rank=info.rank, nonfinite=cfg.nonfinite, progress=progress,
+                info=info, step_hook=step_hook)
+    except RuntimeError as e:
+        if not info.enabled:
+            raise
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ddp.DistributedError(f"rank {info.rank}: a distributed step failed (another process died, or "
+                                   f"did not answer within {info.timeout_s:g} s): {first}") from e
+    return state
 
-    def on_epoch_end(st: LoopState, stats: dict) -> None:
-        with open(out / "log.jsonl", "a") as f:
+
+class _Checkpointer:
+    """Epoch-end and mid-epoch (signal) checkpoints: BN stats averaged on all ranks, written by rank 0."""
+
+    def __init__(self, out, model, optimizer, cfg, eps, info, device):
+        self.out, self.model, self.optimizer, self.cfg, self.eps = out, model, optimizer, cfg, eps
+        self.info, self.device = info, device
+
+    def _state(self, st: LoopState) -> dict:
+        return {"epoch": st.epoch, "step": st.step, "finished": st.epoch >= self.cfg.epochs,
+                "config": self.cfg.to_dict(), "eps": self.eps, "rng": rng_state(),
+                "world_size": self.info.world_size}
+
+    def epoch_end(self, st: LoopState, stats: dict) -> None:
+        ddp.average_bn_stats(self.model, self.info)
+        if not self.info.is_main:
+            return
+        with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(stats) + "\n")
-        save_checkpoint(out / "checkpoints", f"epoch-{st.epoch:04d}", model, optimizer,
-                        {"epoch": st.epoch, "step": st.step, "finished": st.epoch >= cfg.epochs,
-                         "config": cfg.to_dict(), "eps": eps, "rng": rng_state()}, keep=cfg.keep_checkpoints)
+        save_checkpoint(self.out / "checkpoints", f"epoch-{st.epoch:04d}", self.model, self.optimizer,
+                        self._state(st), keep=self.cfg.keep_checkpoints)
 
-    fit(model, build_objective(cfg, eps), loader, optimizer, epochs=cfg.epochs, base_lr=cfg.lr, device=device,
-        state=state, on_epoch_end=on_epoch_end, amp=cfg.amp, seed=cfg.seed, nonfinite=cfg.nonfinite,
-        progress=progress)
-    if evaluate:
-        from oat.evaluate.api import evaluate_run
+    def mid_epoch(self, st: LoopState) -> None:
+        """After a stop signal: the batches done, and every rank's generator state, so the
+        resumed epoch continues bit-exactly (same world size)."""
+        ddp.average_bn_stats(self.model, self.info)
+        gens = [st.gen_state]
+        if self.info.enabled:
+            gens = [None] * self.info.world_size
+            torch.distributed.all_gather_object(gens, st.gen_state)
+        if not self.info.is_main:
+            return
+        doc = {**self._state(st), "batch": st.batch, "gen_states": gens, "partial": st.partial}
+        save_checkpoint(self.out / "checkpoints", f"epoch-{st.epoch:04d}-step-{st.step:08d}", self.model,
+                        self.optimizer, doc, keep=self.cfg.keep_checkpoints)
 
-        evaluate_run(out, split=cfg.eval_split, attacks=cfg.eval_attacks, subset=cfg.eval_subset,
-                     device=device, progress=progress, log=log)
-    return out
 
-
-def _restore(out: Path, model, optimizer) -> LoopState:
+def _restore(out: Path, model, optimizer, info) -> LoopState:
+    """Every rank loads the same checkpoint (a run killed before its first one starts afresh)."""
+    if not (out / "checkpoints" / "latest").exists():
+        return LoopState()
     ckpt = resolve_checkpoint(out)
     doc = read_state(ckpt)
     load_weights(model, read_tensors(ckpt / "model.safetensors"), ckpt)
     load_optimizer(optimizer, ckpt, doc)
     if "rng" in doc:
         set_rng_state(doc["rng"])
-    return LoopState(epoch=int(doc["epoch"]), step=int(doc["step"]))
+    state = LoopState(epoch=int(doc["epoch"]), step=int(doc["step"]), batch=int(doc.get("batch", 0)))
+    if state.batch:
+        gens = doc.get("gen_states") or []
+        if len(gens) != info.world_size:
+            raise ConfigError(f"{ckpt} was saved mid-epoch by {len(gens)} process(es); resume it with the "
+                              f"same number (this job has {info.world_size})")
+        state.gen_state, state.partial = gens[info.rank], dict(doc.get("partial") or {})
+    if info.is_main:
+        _truncate_log(out / "log.jsonl", state.epoch)
+    return state
+
+
+def _truncate_log(log: Path, epoch: int) -> None:
+    """Drop log lines of epochs after the checkpoint (a crash may have logged them without one)."""
+    if not log.exists():
+        return
+    lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+    keep = [ln for ln in lines if _epoch_of(ln) <= epoch]
+    if len(keep) != len(lines):
+        atomic_write_text(log, "".join(ln + "\n" for ln in keep))
+
+
+def _epoch_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("epoch", 0))
+    except (ValueError, AttributeError):
+        return 1 << 30
