@@ -1,0 +1,93 @@
+"""The one-model saving: one OAT run against the dedicated PGD-AT runs it replaces.
+
+Every run goes through ``oat.train.runner.train`` (the ``oat train`` path: data, model,
+loop, checkpoints; evaluation off), with the same data, model, epochs, batch, ε and
+seed; the dedicated runs are one per λ of the paper's set (0, 0.1, 0.2, 0.3, 0.4, 1).
+Wall times are summed over the dedicated runs and divided by the OAT run's. The runs
+interleave (OAT, λ=0, OAT, λ=0.1, ...) and the OAT time is the median of its repeats, so
+a change in machine load hits both sides alike. Counting passes (forward = 1, a training
+backward = 2, an attack step's input-only backward = 1): a dedicated image costs 3 at
+λ = 0, 3 + 7·2 + 3 = 20 at 0 < λ < 1 and 17 at λ = 1, 100 over the six runs; an OAT image
+costs 3 + (5/6)·17 ≈ 17.2 (the λ = 0 sixth is not attacked), so the ratio's limit is
+≈ 5.8× for PGD-7. Each model is then evaluated at its λ (clean and PGD-20, validation split).
+
+    python benchmarks/bench_one_model.py                       # CPU: digits 8x8, small-cnn, 10 epochs
+    python benchmarks/bench_one_model.py --device cuda --data cifar10 --model resnet18 --epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import clean_accuracy, pgd_accuracy, set_threads, table, write_result
+
+from oat.conditioning import PAPER_LAMS
+from oat.data import load_data
+from oat.train.checkpoint import load_model
+from oat.train.config import TrainConfig
+from oat.train.runner import train
+
+
+def timed_run(cfg: TrainConfig, out: Path) -> float:
+    t0 = time.perf_counter()
+    train(cfg, out, overwrite=True, progress=False, evaluate=False, log=lambda *_: None)
+    return time.perf_counter() - t0
+
+
+def evaluate(run: Path, lam: float, data, eps: float, device) -> dict:
+    m = load_model(run, device=device).eval().at(lam)
+    return {"val_sa": clean_accuracy(m, data.val, device), "val_ra_pgd20": pgd_accuracy(m, data.val, device, eps)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="digits")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--val-size", type=int, default=None)
+    p.add_argument("--model", default="small-cnn")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--eps", type=float, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-eval", dest="eval", action="store_false")
+    p.add_argument("--out", default="bench_one_model")
+    args = p.parse_args()
+    set_threads(args.threads)
+    device = torch.device(args.device)
+    base = dict(data=args.data, data_dir=args.data_dir, val_size=args.val_size, model=args.model, epochs=args.epochs,
+                batch_size=args.batch_size, eps=args.eps, device=args.device, seed=0)
+    tmp = Path(tempfile.mkdtemp(prefix="oat-bench-one-model-"))
+    oat_cfg = TrainConfig.from_dict({**base, "objective": "oat", "lams": list(PAPER_LAMS)})
+    oat_secs, rows = [], []
+    for lam in PAPER_LAMS:  # interleaved: OAT, dedicated λ, OAT, dedicated λ', ...
+        oat_secs.append(timed_run(oat_cfg, tmp / "oat"))
+        cfg = TrainConfig.from_dict({**base, "objective": "pgdat", "lam": lam})
+        rows.append({"run": f"dedicated λ={lam:g}", "lam": lam, "seconds": timed_run(cfg, tmp / f"ded-{lam:g}")})
+    oat_t = statistics.median(oat_secs)
+    total = sum(r["seconds"] for r in rows)
+    rows.append({"run": "sum of 6 dedicated", "seconds": total})
+    rows.append({"run": "OAT (median of 6 runs)", "seconds": oat_t, "saving": total / oat_t})
+    if args.eval:
+        data = load_data(args.data, args.data_dir, val_size=args.val_size, seed=0)
+        eps = args.eps or data.default_eps
+        for r in rows:
+            if "lam" in r:
+                ded = evaluate(tmp / f"ded-{r['lam']:g}", r["lam"], data, eps, device)
+                r.update({f"ded_{k}": v for k, v in ded.items()})
+                r.update({f"oat_{k}": v for k, v in evaluate(tmp / "oat", r["lam"], data, eps, device).items()})
+    print(table(rows))
+    print(f"one-model saving: {total / oat_t:.2f}x (OAT runs: {', '.join(f'{s:.1f}' for s in oat_secs)} s)")
+    settings = {k: v for k, v in vars(args).items() if k != "out"}
+    settings.update(lams=list(PAPER_LAMS), path="oat.train.runner.train (checkpoints on, evaluation off)",
+                    note="runs interleaved OAT/dedicated; other processes shared the CPU")
+    write_result(args.out, {"rows": rows, "saving": total / oat_t, "oat_seconds_all": oat_secs, "settings": settings})
+
+
+if __name__ == "__main__":
+    main()
