@@ -1,0 +1,138 @@
+"""The claim benchmark's pure parts on tiny fake inputs: aggregation, row format, cost, job plan."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import tradeoff  # noqa: E402
+import tradeoff_stats as ts  # noqa: E402
+
+ROW_KEYS = {
+    "dataset",
+    "lam",
+    "attack",
+    "sa_oat",
+    "sa_dedicated",
+    "ra_oat",
+    "ra_dedicated",
+    "sa_gap",
+    "ra_gap",
+    "sa_oat_std",
+    "sa_dedicated_std",
+    "ra_oat_std",
+    "ra_dedicated_std",
+    "sa_gap_std",
+    "ra_gap_std",
+    "seeds",
+    "n",
+}
+
+
+def _rows(lam, sa, ra, n=100, sa_full=None):
+    rows = [{"lam": lam, "attack": "pgd20", "sa": sa, "ra": ra, "n": n}]
+    if sa_full is not None:
+        rows.append({"lam": lam, "attack": "clean", "sa": sa_full, "ra": sa_full, "n": 1000})
+    return rows
+
+
+def _records():
+    recs = []
+    for seed, (so, ro, sd, rd) in enumerate([(0.80, 0.40, 0.82, 0.41), (0.90, 0.44, 0.86, 0.45)]):
+        recs.append(
+            {
+                "variant": "oat",
+                "seed": seed,
+                "lam": None,
+                "wall_s": 10.0,
+                "passes": 7.625,
+                "rows": _rows(0.3, so, ro, sa_full=so + 0.01) + _rows(1.0, 0.5, 0.3),
+            }
+        )
+        recs.append(
+            {
+                "variant": "dedicated",
+                "seed": seed,
+                "lam": 0.3,
+                "wall_s": 20.0 + seed,
+                "passes": 9,
+                "rows": _rows(0.3, sd, rd, sa_full=sd + 0.01),
+            }
+        )
+    return recs
+
+
+def test_compare_pairs_seeds_and_averages_gaps():
+    rows = ts.compare(_records(), "digits")
+    assert len(rows) == 1  # λ = 1 has no dedicated model: no row
+    r = rows[0]
+    assert ROW_KEYS <= set(r)
+    assert r["lam"] == 0.3 and r["attack"] == "pgd20" and r["seeds"] == [0, 1] and r["n"] == 100
+    # SA comes from the clean rows (whole split), RA from the attack's rows.
+    assert r["sa_oat"] == pytest.approx(0.86) and r["n_sa"] == 1000
+    assert r["sa_gap"] == pytest.approx(((0.81 - 0.83) + (0.91 - 0.87)) / 2)
+    assert r["ra_gap"] == pytest.approx(-0.01)
+    assert r["ra_gap_std"] == pytest.approx(0.0, abs=1e-12)
+    assert r["sa_gap_std"] == pytest.approx(math.sqrt(2) * 0.03)  # stdev of (-0.02, 0.04)
+    json.dumps(rows)  # the row format is plain JSON
+
+
+def test_single_seed_has_zero_spread_and_missing_dedicated_seed_is_skipped():
+    recs = [r for r in _records() if not (r["variant"] == "dedicated" and r["seed"] == 1)]
+    r = ts.compare(recs, "digits")[0]
+    assert r["seeds"] == [0] and r["sa_gap_std"] == 0.0
+
+
+def test_cost_ratio_from_walls_and_passes():
+    c = ts.cost(_records(), "oat")
+    assert c["wall_ratio"] == pytest.approx(41 / 20)
+    assert c["pass_ratio"] == pytest.approx(9 / 7.625)
+    assert set(c["per_seed"]) == {"0", "1"}
+
+
+def test_passes_per_example():
+    assert ts.passes_per_example("pgdat", 0.0) == 1
+    assert ts.passes_per_example("pgdat", 0.3) == 9
+    assert ts.passes_per_example("pgdat", 1.0) == 8
+    assert ts.passes_per_example("oat", num_lams=6, batch=128) == pytest.approx(1 + 106 / 128 * 8)
+    ded = sum(ts.passes_per_example("pgdat", v) for v in (0, 0.1, 0.2, 0.3, 0.4, 1))
+    assert ded / ts.passes_per_example("oat") > 5
+
+
+def test_ci95_and_mean_std():
+    assert ts.ci95(0.5, 10000) == pytest.approx(0.0098)
+    assert ts.mean_std([1.0]) == (1.0, 0.0)
+    assert all(math.isnan(v) for v in ts.mean_std([]))
+
+
+def test_markdown_and_plot(tmp_path):
+    rows = ts.compare(_records(), "digits")
+    md = ts.markdown(rows, "t")
+    assert "| 0.3 | pgd20 | 86.00 | 85.00 | +1.00 ± 4.24 |" in md
+    ts.plot(rows, tmp_path / "p.png", "t")
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_job_plan_puts_whole_parts_first():
+    s = tradeoff.settings(tradeoff.parse_args(["--data", "digits", "--seeds", "0", "1"]))
+    jobs = tradeoff.jobs(s, continuous=True, ablations=True)
+    names = [(v, seed) for v, seed, *_ in jobs]
+    assert names[:7] == [("oat", 0)] + [("dedicated", 0)] * 6 and names[7] == ("oat", 1)
+    cont = [j for j in jobs if j[0] == "oat-continuous"][0]
+    assert set(tradeoff.CONT_LAMS) <= set(cont[4]) and cont[3]["encoding"] == "continuous"
+    assert {j[2] for j in jobs if j[0] == "dedicated"} == set(tradeoff.PAPER_LAMS) | set(tradeoff.CONT_LAMS)
+    assert {"single-bn", "one-hot", "dct", "scalar"} <= {j[0] for j in jobs}
+
+
+def test_settings_presets_and_train_size():
+    fm = tradeoff.settings(tradeoff.parse_args(["--data", "fashion-mnist"]))
+    assert fm["eps"] == 0.1 and fm["train_size"] == 10000
+    assert tradeoff.base_config(fm, None, 0)["val_size"] == 50000
+    full = tradeoff.settings(tradeoff.parse_args(["--data", "fashion-mnist", "--full"]))
+    assert full["train_size"] is None and full["ra_subset"] is None
+    assert tradeoff.base_config(full, None, 0)["val_size"] is None
+    assert tradeoff.settings(tradeoff.parse_args(["--data", "digits"]))["eps"] == 0.3
