@@ -7,6 +7,7 @@ from collections.abc import Callable
 from oat.conditioning import Conditioning
 from oat.errors import ConfigError
 from oat.models.base import ConditionedNet
+from oat.models.export import shrink_to_widths
 from oat.models.nets import PreActNet, ResNet, SmallCNN, wide_resnet
 
 MODELS: dict[str, Callable[..., ConditionedNet]] = {}
@@ -43,7 +44,8 @@ def create_model(name: str, spec: Conditioning | None = None, *, in_channels: in
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     model = MODELS[name](spec, in_channels=in_channels, num_classes=num_classes, **kwargs)
     model.arch = {"name": name, "in_channels": in_channels, "num_classes": num_classes, "kwargs": kwargs}
-    return model
+    # A model whose largest width is w < 1 (a dedicated slim baseline) stores only w's channels.
+    return shrink_to_widths(model)
 
 
 @register_model("small-cnn", "3-layer CNN for tiny images (8x8 digits, 28x28 MNIST); CPU-friendly")
