@@ -63,23 +63,35 @@ def has_run(out: Path) -> bool:
     return (out / "config.json").exists() or (out / "checkpoints").exists()
 
 
-def prepare_run_dir(out: Path, resume: bool, overwrite: bool, log=print) -> bool:
-    """Create/inspect ``out``; returns True when an existing run is to be resumed."""
+def inspect_run_dir(out: Path, resume: bool, overwrite: bool) -> bool:
+    """Check ``out`` without changing anything; returns True when an existing run is to be resumed."""
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"{out} exists and is not a folder")
     if has_run(out):
         if resume:
             return True
-        if overwrite:
-            log(f"--overwrite: replacing the run in {out}")
-            shutil.rmtree(out)
-        else:
+        if not overwrite:
             raise RunFolderError(f"{out} already holds a training run; pass --resume to continue it or "
                                  "--overwrite to replace it")
     elif resume:
         raise RunFolderError(f"--resume: {out} holds no run to resume")
-    out.mkdir(parents=True, exist_ok=True)
     return False
+
+
+def create_run_dir(out: Path, overwrite: bool, log=print) -> None:
+    """Create ``out`` (replacing a run there when ``overwrite``): called once the inputs are known good."""
+    if overwrite and has_run(out):
+        log(f"--overwrite: replacing the run in {out}")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def prepare_run_dir(out: Path, resume: bool, overwrite: bool, log=print) -> bool:
+    """Inspect, then create ``out``; returns True when an existing run is to be resumed."""
+    resuming = inspect_run_dir(out, resume, overwrite)
+    if not resuming:
+        create_run_dir(out, overwrite, log)
+    return resuming
 
 
 def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
@@ -110,8 +122,8 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = Fals
     out = Path(out)
     info, device = ddp.setup(cfg.device, dist_timeout)
     try:
-        cfg, resuming = _prepare(cfg, out, resume, overwrite, info, log)
-        state = _train(cfg, out, resuming, info, device, progress and info.is_main,
+        cfg, resuming = _prepare(cfg, out, resume, overwrite, info)
+        state = _train(cfg, out, resuming, overwrite, info, device, progress and info.is_main,
                        log if info.is_main else _quiet, step_hook)
     finally:
         ddp.cleanup()
@@ -131,11 +143,9 @@ def _quiet(*_args, **_kw) -> None:
     return None
 
 
-def _prepare(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, info, log):
-    """Rank 0 inspects/creates the run folder; the others wait for it, then read the same config."""
-    resuming = resume
-    if info.is_main:
-        resuming = prepare_run_dir(out, resume, overwrite, log)
+def _prepare(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, info):
+    """Every rank checks the run folder (changing nothing) and, to resume, reads its saved config."""
+    resuming = inspect_run_dir(out, resume, overwrite)
     ddp.barrier(info)
     if resuming:
         try:
@@ -148,7 +158,8 @@ def _prepare(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, info, l
     return cfg, resuming
 
 
-def _train(cfg: TrainConfig, out: Path, resuming: bool, info, device, progress: bool, log, step_hook) -> LoopState:
+def _train(cfg: TrainConfig, out: Path, resuming: bool, overwrite: bool, info, device, progress: bool, log,
+           step_hook) -> LoopState:
     seed_everything(cfg.seed, cfg.deterministic)
     data = load_data(cfg.data, cfg.data_dir, download=cfg.download, val_size=cfg.val_size, seed=cfg.seed)
     if len(data.train) == 0:
@@ -168,25 +179,27 @@ def _train(cfg: TrainConfig, out: Path, resuming: bool, info, device, progress: 
         state = _restore(out, model, optimizer, info)
         log(f"resuming {out} after epoch {state.epoch}/{cfg.epochs}" +
             (f" + {state.batch} batches" if state.batch else ""))
-    elif info.is_main:
-        meta = {"config": cfg.to_dict(), "eps": eps, "data": data.info(), "world_size": info.world_size,
-                "distributed": {**info.record(), "global_batch": cfg.batch_size, "batch_per_rank": local_batch,
-                                "lr_rule": "lr is for the global batch; not rescaled with world size"},
-                **provenance(device)}
-        atomic_write_text(out / "config.json", json.dumps(meta, indent=1))
     # drop_last with several ranks: every rank must take the same number of steps.
     loader = DeviceLoader(data.train, local_batch, shuffle=True, augment=data.augment, device=device,
                           seed=cfg.seed, channels_last=cfg.channels_last, rank=info.rank,
                           world_size=info.world_size, drop_last=info.enabled)
     if len(loader) == 0:
         raise ConfigError(f"batch size {cfg.batch_size} leaves no full batch of the training split")
+    objective = build_objective(cfg, eps)
+    if info.is_main and not resuming:  # the inputs are good: only now create (or replace) the run folder
+        create_run_dir(out, overwrite, log)
+        meta = {"config": cfg.to_dict(), "eps": eps, "data": data.info(), "world_size": info.world_size,
+                "distributed": {**info.record(), "global_batch": cfg.batch_size, "batch_per_rank": local_batch,
+                                "lr_rule": "lr is for the global batch; not rescaled with world size"},
+                **provenance(device)}
+        atomic_write_text(out / "config.json", json.dumps(meta, indent=1))
     net = ddp.wrap(model, info, device)
     ckpt = _Checkpointer(out, model, optimizer, cfg, eps, info, device)
     stop = StopFlag()
     step_hook = step_hook or ddp.sync_check_hook(out, info)
     try:
         with catch_signals(stop):
-            fit(net, build_objective(cfg, eps), loader, optimizer, epochs=cfg.epochs, base_lr=cfg.lr,
+            fit(net, objective, loader, optimizer, epochs=cfg.epochs, base_lr=cfg.lr,
                 device=device, state=state, on_epoch_end=ckpt.epoch_end, on_stop=ckpt.mid_epoch, stop=stop,
                 amp=cfg.amp, seed=cfg.seed, rank=info.rank, nonfinite=cfg.nonfinite, progress=progress,
                 info=info, step_hook=step_hook)
@@ -238,6 +251,8 @@ class _Checkpointer:
 def _restore(out: Path, model, optimizer, info) -> LoopState:
     """Every rank loads the same checkpoint (a run killed before its first one starts afresh)."""
     if not (out / "checkpoints" / "latest").exists():
+        if info.is_main:
+            _truncate_log(out / "log.jsonl", 0)
         return LoopState()
     ckpt = resolve_checkpoint(out)
     doc = read_state(ckpt)
