@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from oat.evaluate.plots_oats import oats_section
 from oat.evaluate.results import read_results, select_rows
 from oat.train.checkpoint import atomic_write_text
 
@@ -35,7 +36,8 @@ def _dedicated(runs: list[Path], split: str | None, attack: str | None) -> dict[
     for run in runs:
         rows = select_rows(read_results(run), split, attack)
         for r in rows:
-            out[r["lam"]] = r
+            if r.get("width") in (None, 1.0):  # dedicated slim runs: see oat.evaluate.plots_oats
+                out[r["lam"]] = r
     return out
 
 
@@ -43,7 +45,7 @@ def comparison_table(main_rows: list[dict], ded: dict[float, dict]) -> list[str]
     lines = ["| λ | width | SA | RA | dedicated SA | dedicated RA | ΔSA | ΔRA |",
              "|---|---|---|---|---|---|---|---|"]
     for r in main_rows:
-        d = ded.get(r["lam"])
+        d = ded.get(r["lam"]) if r["width"] in (None, 1.0) else None  # full-width baselines only
         dsa = None if d is None else r["sa"] - d["sa"]
         dra = None if d is None else r["ra"] - d["ra"]
         w = "–" if r["width"] is None else f"{r['width']:g}"
@@ -130,6 +132,7 @@ def write_report(runs, out=None, split: str | None = None) -> Path:
         plot_vs_lam(main_rows, ded, out / "sa_ra_vs_lam.png", attack)
         plot_tradeoff(main_rows, ded, out / "tradeoff.png", attack)
         lines += ["![SA and RA against λ](sa_ra_vs_lam.png)", "", "![SA–RA trade-off](tradeoff.png)", ""]
+        lines += oats_section(main_rows, runs[1:], split, attack, out)
     lines += ["## All rows", ""] + all_rows_table(doc.get("rows", [])) + [""]
     if len(runs) > 1:
         lines += ["## Runs", ""] + [f"- `{r}`" for r in runs] + [""]

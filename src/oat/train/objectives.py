@@ -123,21 +123,58 @@ class OATS(OAT):
     """OAT + slimming: the OAT loss at every width, largest first, one optimiser step.
 
     Each width draws its own λ sample (as slimmable-network training draws per width);
-    the returned loss is the sum, whose gradient is the accumulated one.
+    the returned loss is the sum, whose gradient is the accumulated one. With
+    ``backward_per_width`` (the default) each width's gradients are taken as soon as its
+    loss exists and its graph is freed, so only one width's activations are alive at a
+    time; the returned loss then replays the accumulated gradients when the loop calls
+    ``backward()``, so the loop's contract (one ``loss.backward()``) is unchanged.
+    Metrics: ``n`` counts each image once (images/s are images, not image-widths).
     """
 
     name = "oats"
 
-    def __init__(self, lams, attack: AttackConfig, widths: tuple[float, ...], continuous: bool = False):
+    def __init__(self, lams, attack: AttackConfig, widths: tuple[float, ...], continuous: bool = False,
+                 backward_per_width: bool = True):
         super().__init__(lams, attack, continuous)
         self.widths = tuple(sorted(widths, reverse=True))
+        self.backward_per_width = backward_per_width
 
     def __call__(self, model, x, y, generator=None, width=None):
-        total, merged = None, {}
+        params = None
+        # Under DDP the gradients must flow through the wrapper's own backward: sum instead.
+        ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+        if self.backward_per_width and torch.is_grad_enabled() and not ddp:
+            params = [p for p in model.parameters() if p.requires_grad]
+        total, grads, merged = None, None, {}
         for w in self.widths:
             lam, n0 = sample_lams(x.shape[0], self.lams, generator, self.continuous)
             loss, m = self.loss(model, x, y, lam.to(x.device), n0, generator, w)
+            if params is not None:
+                g = torch.autograd.grad(loss, params, allow_unused=True)
+                grads = g if grads is None else tuple(_add(a, b) for a, b in zip(grads, g))
+                loss = loss.detach()
             total = loss if total is None else total + loss
             for k, v in m.items():
                 merged[k] = merged.get(k, 0) + v
+        merged["n"] = x.shape[0]
+        if params is not None:
+            total = _ReplayGrad.apply(total, grads, *params)
         return total, merged
+
+
+def _add(a, b):
+    return b if a is None else (a if b is None else a + b)
+
+
+class _ReplayGrad(torch.autograd.Function):
+    """A scalar whose backward hands precomputed gradients to ``params`` (scaled by the
+    incoming gradient), so ``loss.backward()`` accumulates them as if the graph were alive."""
+
+    @staticmethod
+    def forward(ctx, value, grads, *params):
+        ctx.grads = grads
+        return value.detach().clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return (None, None, *(None if t is None else t * g for t in ctx.grads))
