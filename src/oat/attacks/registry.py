@@ -1,14 +1,20 @@
 """The evaluation attacks, by canonical name (the ``attack`` field of results.json rows).
 
-Each entry is ``fn(predict, x, y, *, eps, generator) -> x_adv``. Evaluation PGD uses
-Madry's step 2.5·ε/k, a random start, keeps each example's worst iterate and runs in
-fp32 (callers must not wrap it in autocast: bf16 gradients inflate RA).
+Each entry is ``fn(predict, x, y, *, eps, generator=None, norm="linf") -> x_adv``.
+Evaluation PGD uses Madry's step 2.5·ε/k, a random start, keeps each example's worst
+iterate and runs in fp32 (callers must not wrap it in autocast: bf16 gradients make the
+attack weaker and inflate RA).
+
+``autoattack`` is the authors' standard AutoAttack (see :mod:`oat.attacks.autoattack`);
+``apgd-ce`` is its first component alone, a quick gradient-based look between PGD and the
+full ensemble. Both are not batchable across λ and run on ``model.at(lam, width)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from oat.attacks.autoattack import autoattack
 from oat.attacks.pgd import fgsm, pgd
 from oat.errors import ConfigError
 
@@ -23,6 +29,8 @@ def register_attack(name: str, batchable: bool = True):
         ATTACKS[name] = fn
         if batchable:
             BATCHABLE.add(name)
+        else:
+            BATCHABLE.discard(name)
         return fn
 
     return deco
@@ -39,29 +47,42 @@ def list_attacks() -> list[str]:
 
 
 @register_attack("clean")
-def clean(predict, x, y, *, eps, generator=None):
+def clean(predict, x, y, *, eps, generator=None, norm="linf"):
     """No attack: RA equals SA (for SA-only rows)."""
     return x
 
 
 @register_attack("fgsm")
-def fgsm_attack(predict, x, y, *, eps, generator=None):
-    return fgsm(predict, x, y, eps=eps)
+def fgsm_attack(predict, x, y, *, eps, generator=None, norm="linf"):
+    return fgsm(predict, x, y, eps=eps, norm=norm)
 
 
 @register_attack("pgd20")
-def pgd20(predict, x, y, *, eps, generator=None):
-    """The paper's evaluation attack: L∞ PGD-20 (with Madry's step, random start)."""
-    return pgd(predict, x, y, eps=eps, steps=20, generator=generator)
+def pgd20(predict, x, y, *, eps, generator=None, norm="linf"):
+    """The paper's evaluation attack: PGD-20 (with Madry's step, random start)."""
+    return pgd(predict, x, y, eps=eps, steps=20, norm=norm, generator=generator)
 
 
 @register_attack("pgd100-r5")
-def pgd100_r5(predict, x, y, *, eps, generator=None):
-    """L∞ PGD-100 with 5 random restarts, worst case per example."""
-    return pgd(predict, x, y, eps=eps, steps=100, restarts=5, generator=generator)
+def pgd100_r5(predict, x, y, *, eps, generator=None, norm="linf"):
+    """PGD-100 with 5 random restarts, worst case per example."""
+    return pgd(predict, x, y, eps=eps, steps=100, restarts=5, norm=norm, generator=generator)
 
 
 @register_attack("cw-pgd")
-def cw_pgd(predict, x, y, *, eps, generator=None):
-    """L∞ PGD-30 on the Carlini–Wagner margin loss."""
-    return pgd(predict, x, y, eps=eps, steps=30, loss="cw", generator=generator)
+def cw_pgd(predict, x, y, *, eps, generator=None, norm="linf"):
+    """PGD-30 on the Carlini–Wagner margin loss."""
+    return pgd(predict, x, y, eps=eps, steps=30, loss="cw", norm=norm, generator=generator)
+
+
+@register_attack("autoattack", batchable=False)
+def autoattack_standard(predict, x, y, *, eps, generator=None, norm="linf"):
+    """Standard AutoAttack: APGD-CE, APGD-T, FAB-T, Square (costly: minutes per batch on a CPU)."""
+    return autoattack(predict, x, y, eps=eps, norm=norm, version="standard", generator=generator)
+
+
+@register_attack("apgd-ce", batchable=False)
+def apgd_ce(predict, x, y, *, eps, generator=None, norm="linf"):
+    """AutoAttack's APGD-CE alone, as in the standard version (100 iterations, one restart)."""
+    return autoattack(predict, x, y, eps=eps, norm=norm, version="custom", attacks=("apgd-ce",),
+                      generator=generator, apgd_restarts=1)

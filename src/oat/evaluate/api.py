@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from oat.attacks.autoattack import package_version
+from oat.attacks.registry import get_attack
+from oat.attacks.threat import get_threat
 from oat.data import load_data
 from oat.env import resolve_device
 from oat.errors import ConfigError
-from oat.evaluate.results import merge_results
-from oat.evaluate.sweep import sweep, to_rows
-from oat.train.checkpoint import load_model
+from oat.evaluate.checks import ChecksFailed, failed, run_checks
+from oat.evaluate.checks import summary as check_summary
+from oat.evaluate.journal import Journal, checkpoint_id, journal_name
+from oat.evaluate.results import merge_results, read_results, write_per_example
+from oat.evaluate.select import describe, select_operating_point
+from oat.evaluate.sweep import per_example, sweep
+from oat.train.checkpoint import load_model, resolve_checkpoint
 
 
 def resolve_lams(model, lams) -> list[float]:
@@ -40,13 +47,27 @@ def run_header(run: Path) -> dict:
             "lam": cfg.get("lam") if cfg.get("objective") == "pgdat" else None}
 
 
+def run_folder(path) -> Path:
+    """The run folder of a run or of a checkpoint folder inside it (results never go into a checkpoint)."""
+    path = Path(path)
+    if (path / "model.safetensors").exists() and path.parent.name == "checkpoints":
+        return path.parent.parent
+    return path
+
+
 def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("pgd20",), subset=None,
                  eps: float | None = None, batch_size: int = 512, device="auto", seed: int = 0,
-                 progress: bool = False, report: bool = True, log=print) -> list[dict]:
+                 progress: bool = False, report: bool = True, log=print, norm: str = "linf",
+                 checks: bool = True, check_subset: int = 64, allow_failed_checks: bool = True,
+                 resume: bool = True) -> list[dict]:
     """Evaluate the run's newest checkpoint and merge the rows into ``RUN/results.json``.
 
+    Also writes ``RUN/eval/<split>-per-example.csv`` (every row recomputable) and keeps a
+    journal of finished batches under ``RUN/eval/journal/``: the same call after an
+    interruption continues where it stopped and gives the same numbers.
+
     Args:
-        run: run folder.
+        run: run folder (or a checkpoint folder inside it).
         split: ``"test"`` (default) or ``"val"``.
         lams: λ values, or None/"all" for the trained set.
         widths: widths, or None/"all" for every trained width.
@@ -59,34 +80,109 @@ def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("
         progress: progress bar.
         report: rewrite ``RUN/report.md`` afterwards.
         log: where the table goes.
+        norm: threat model, ``"linf"`` or ``"l2"``.
+        checks: run the checks of :mod:`oat.evaluate.checks` on ``check_subset`` examples.
+        check_subset: examples per check.
+        allow_failed_checks: if False, a failed check raises :class:`ChecksFailed` (after
+            the results are written).
+        resume: reuse finished batches recorded by an earlier identical call.
 
     Returns:
         The new rows.
     """
-    run = Path(run)
+    ckpt_path = resolve_checkpoint(run)
+    run = run_folder(run)
     if split not in ("val", "test"):
         raise ConfigError(f"split must be val or test; got {split!r}")
+    get_threat(norm)
+    for name in attacks:
+        get_attack(name)
     device = resolve_device(device) if isinstance(device, str) else device
-    model = load_model(run, device)
-    cfg = model.checkpoint_state.get("config", {})
+    model = load_model(ckpt_path, device)
     eps = float(model.checkpoint_state.get("eps", 0.0)) if eps is None else float(eps)
+    dataset = _dataset(model, split)
+    lams, widths = resolve_lams(model, lams), resolve_widths(model, widths)
+    jpath = run / "eval" / "journal" / journal_name(split=split, norm=norm, eps=eps, subset=subset, seed=seed,
+                                                    batch_size=batch_size, ckpt=checkpoint_id(ckpt_path))
+    if not resume and jpath.exists():
+        jpath.unlink()
+    result = sweep(model, dataset, lams=lams, widths=widths, attacks=list(attacks), eps=eps, batch_size=batch_size,
+                   device=device, seed=seed, subset=subset, progress=progress, norm=norm, journal=Journal(jpath))
+    items = per_example(result, eps=eps, split=split, slimmable=model.spec.slimmable, norm=norm)
+    rows = [_annotate(r) for r, _, _ in items]
+    if model.spec.slimmable:  # OATS: FLOPs, parameters and latency of each width's slim network
+        from oat.evaluate.cost import add_cost
+
+        add_cost(rows, model, tuple(dataset.images.shape[1:]), device)
+    found = []
+    if checks:
+        found = run_checks(model, dataset, lams=lams, widths=widths, eps=eps, norm=norm, seed=seed, n=check_subset,
+                           device=device, rows=rows)
+        found = [{**c, "split": split, "eps": eps, "norm": norm} for c in found]
+    merge_results(run, run_header(run), rows, found)
+    write_per_example(run, split, items, result.indices, result.labels)
+    log(format_rows(rows))
+    if checks:
+        log(check_summary(found))
+    if report:
+        from oat.evaluate.report import write_report
+
+        write_report([run])
+    if failed(found) and not allow_failed_checks:
+        raise ChecksFailed(f"{check_summary(found)}; results were written to {run / 'results.json'} "
+                           "(--allow-failed-checks accepts them)")
+    return rows
+
+
+def _dataset(model, split: str):
+    cfg = model.checkpoint_state.get("config", {})
     data = load_data(cfg.get("data", "digits"), cfg.get("data_dir"), val_size=cfg.get("val_size"),
                      seed=cfg.get("seed", 0))
     if model.arch.get("in_channels") != data.image_shape[0]:
         raise ConfigError(f"{data.name} images have {data.image_shape[0]} channels; the model expects "
                           f"{model.arch.get('in_channels')}")
-    dataset = data.val if split == "val" else data.test
-    result = sweep(model, dataset, lams=resolve_lams(model, lams), widths=resolve_widths(model, widths),
-                   attacks=list(attacks), eps=eps, batch_size=batch_size, device=device, seed=seed,
-                   subset=subset, progress=progress)
-    rows = to_rows(result, eps=eps, split=split, slimmable=model.spec.slimmable)
-    merge_results(run, run_header(run), rows)
-    log(format_rows(rows))
-    if report:
-        from oat.evaluate.report import write_report
+    return data.val if split == "val" else data.test
 
-        write_report([run])
-    return rows
+
+def _annotate(row: dict) -> dict:
+    """Name the implementation behind AutoAttack rows (its package version and AutoAttack version)."""
+    if row["attack"] in ("autoattack", "apgd-ce"):
+        row = {**row, "implementation": f"pyautoattack {package_version()}",
+               "aa_version": "standard" if row["attack"] == "autoattack" else "custom: apgd-ce"}
+    return row
+
+
+def choose_operating_point(run, *, target_ra: float | None = None, target_sa: float | None = None,
+                           attacks=("pgd20",), eps: float | None = None, norm: str = "linf", log=print,
+                           **eval_kw) -> dict | None:
+    """``--target-ra``/``--target-sa``: the (λ, width) meeting the target on the validation split.
+
+    Evaluates the validation split first when its rows for ``attacks`` (at ``eps``) are missing
+    for any (λ, width). Returns the chosen row, or None if no (λ, width) meets the target; the
+    answer (with the measured numbers) goes to ``log`` as one line.
+    """
+    if (target_ra is None) == (target_sa is None):
+        raise ConfigError("give exactly one of --target-ra and --target-sa")
+    run = run_folder(run)
+    model = load_model(resolve_checkpoint(run), "cpu")
+    eps = float(model.checkpoint_state.get("eps", 0.0)) if eps is None else float(eps)
+    attack = "worst" if len(set(attacks)) > 1 else list(attacks)[0]
+    wanted = {(round(lam, 9), w if model.spec.slimmable else None)
+              for lam in resolve_lams(model, None) for w in resolve_widths(model, None)}
+
+    def val_rows():
+        return [r for r in read_results(run).get("rows", []) if r["split"] == "val" and r["attack"] == attack
+                and abs(r["eps"] - eps) < 1e-9 and r.get("norm", "linf") == norm]
+
+    have = {(round(r["lam"], 9), r["width"]) for r in val_rows()}
+    if not wanted <= have:
+        log(f"evaluating the validation split ({', '.join(attacks)}) to choose the operating point")
+        evaluate_run(run, split="val", attacks=attacks, eps=eps, norm=norm, log=log, **eval_kw)
+    rows = val_rows()
+    row = select_operating_point(rows, target_ra=target_ra, target_sa=target_sa, attack=attack, split="val",
+                                 eps=eps)
+    log(describe(row, rows, target_ra=target_ra, target_sa=target_sa))
+    return row
 
 
 def format_rows(rows: list[dict]) -> str:

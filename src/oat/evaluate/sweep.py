@@ -4,17 +4,28 @@ All λ values of a sweep go through the model together: each example is repeated
 λ with a per-example λ, so K values cost one pass over the data per attack, not K
 (in eval mode BN uses running statistics, so an example's result does not depend on its
 batch-mates). Attacks that are not batchable (AutoAttack) run λ by λ on ``model.at``.
-Evaluation runs in fp32: no autocast in any evaluation attack.
+
+Evaluation runs in fp32 (autocast disabled): bf16/fp16 input gradients are coarse enough
+to weaken PGD and inflate RA, and results must not depend on the device's AMP default.
+
+An example counts as robust only if it is classified correctly both clean and under the
+attack (the RobustBench convention), so RA ≤ SA always.
+
+Every batch's attack RNG is derived from (seed, attack, batch start, λ set), not from a
+running generator, and each finished batch can be recorded in a
+:class:`~oat.evaluate.journal.Journal`: an interrupted sweep resumes exactly.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
 from oat.attacks.registry import BATCHABLE, get_attack
+from oat.evaluate.journal import Journal, record_key
 
 
 @dataclass
@@ -23,11 +34,13 @@ class SweepResult:
 
     Attributes:
         indices: the evaluated example indices in the split (``(n,)``).
+        labels: their labels (``(n,)``).
         clean: ``{(lam, width): bool (n,)}`` correct on clean inputs.
-        adv: ``{(lam, width, attack): bool (n,)}`` correct under the attack.
+        adv: ``{(lam, width, attack): bool (n,)}`` correct on clean inputs and under the attack.
     """
 
     indices: torch.Tensor
+    labels: torch.Tensor | None = None
     clean: dict = field(default_factory=dict)
     adv: dict = field(default_factory=dict)
 
@@ -40,11 +53,15 @@ def subset_indices(n: int, subset: int | None, seed: int = 0) -> torch.Tensor:
     return torch.randperm(n, generator=gen)[:subset].sort().values
 
 
-def _batches(dataset, indices: torch.Tensor, size: int, device):
-    for i in range(0, len(indices), size):
-        idx = indices[i: i + size]
-        x = dataset.images[idx].to(device=device, dtype=torch.float32) / 255.0
-        yield x, dataset.labels[idx].to(device)
+def batch_generator(seed: int, attack: str, start: int, plan: str) -> torch.Generator:
+    """The attack RNG of one batch: a pure function of its identity (resume-exact)."""
+    mix = zlib.crc32(f"{seed}|{attack}|{start}|{plan}".encode())
+    return torch.Generator().manual_seed(seed * 1_000_003 + mix)
+
+
+def _load(dataset, idx: torch.Tensor, device):
+    x = dataset.images[idx].to(device=device, dtype=torch.float32) / 255.0
+    return x, dataset.labels[idx].to(device)
 
 
 @torch.no_grad()
@@ -53,7 +70,8 @@ def _correct(predict, x, y) -> torch.Tensor:
 
 
 def sweep(model, dataset, *, lams, widths, attacks, eps: float, batch_size: int = 512, device="cpu",
-          seed: int = 0, subset: int | None = None, progress: bool = False) -> SweepResult:
+          seed: int = 0, subset: int | None = None, progress: bool = False, norm: str = "linf",
+          journal: Journal | None = None) -> SweepResult:
     """Clean and adversarial correctness of ``model`` for every (λ, width, attack).
 
     Args:
@@ -68,57 +86,104 @@ def sweep(model, dataset, *, lams, widths, attacks, eps: float, batch_size: int 
         seed: seed of the subset choice and of the attacks' random starts.
         subset: evaluate a seeded subset of this many examples.
         progress: show a progress bar.
+        norm: threat model, ``"linf"`` or ``"l2"``.
+        journal: where finished batches are recorded and read back (resume).
     """
     model.eval()
     lams = [model.spec.check_lam(v) for v in lams]
-    result = SweepResult(indices=subset_indices(len(dataset), subset, seed))
-    k = len(lams)
-    chunk = max(1, batch_size // k)
-    lam_vec = torch.tensor(lams, device=device)
-    total = len(widths) * len(attacks) * len(result.indices)
+    indices = subset_indices(len(dataset), subset, seed)
+    result = SweepResult(indices=indices, labels=dataset.labels[indices].cpu())
+    journal = journal if journal is not None else Journal(None)
+    attacks = list(dict.fromkeys(attacks))
+    total = len(widths) * len(attacks) * len(indices)
     bar = tqdm(total=total, disable=not progress, desc="evaluate", leave=False, dynamic_ncols=True)
+    job = dict(model=model, dataset=dataset, indices=indices, lams=lams, eps=eps, norm=norm, seed=seed,
+               device=device, journal=journal, bar=bar)
     with torch.autocast(torch.device(device).type, enabled=False):
         for width in widths:
             for name in attacks:
-                attack, gen = get_attack(name), torch.Generator().manual_seed(seed)
-                batched = name in BATCHABLE
-                parts_c, parts_a = [], []
-                for x, y in _batches(dataset, result.indices, chunk if batched else batch_size, device):
-                    c, a = (_run_batched if batched else _run_per_lam)(
-                        model, attack, x, y, lams, lam_vec, width, eps, gen)
-                    parts_c.append(c)
-                    parts_a.append(a)
-                    bar.update(len(y))
-                clean, adv = torch.cat(parts_c, 1), torch.cat(parts_a, 1)
+                run = _sweep_batched if name in BATCHABLE else _sweep_per_lam
+                clean, adv = run(name=name, width=width, batch_size=batch_size, **job)
                 for i, lam in enumerate(lams):
                     result.clean.setdefault((lam, width), clean[i])
-                    result.adv[(lam, width, name)] = adv[i]
+                    result.adv[(lam, width, name)] = adv[i] & clean[i]
     bar.close()
     return result
 
 
-def _run_batched(model, attack, x, y, lams, lam_vec, width, eps, gen):
-    k, b = len(lams), x.shape[0]
+def _sweep_batched(*, model, dataset, indices, lams, eps, norm, seed, device, journal, bar, name, width,
+                   batch_size):
+    """All λ of a chunk in one batch (each example repeated once per λ)."""
+    k = len(lams)
+    plan = "batched:" + ",".join(f"{v:.9g}" for v in lams)
+    chunk = max(1, batch_size // k)
+    lam_vec = torch.tensor(lams, device=device)
+    parts_c, parts_a = [], []
+    for start in range(0, len(indices), chunk):
+        idx = indices[start: start + chunk]
+        keys = [record_key(plan, lam, width, name, start, len(idx)) for lam in lams]
+        got = [journal.get(key) for key in keys]
+        if all(g is not None for g in got):
+            c, a = torch.stack([g[0] for g in got]), torch.stack([g[1] for g in got])
+        else:
+            x, y = _load(dataset, idx, device)
+            gen = batch_generator(seed, name, start, plan)
+            c, a = _run_batched(model, get_attack(name), x, y, lam_vec, width, eps, norm, gen)
+            journal.put([(key, c[i], a[i]) for i, key in enumerate(keys)])
+        parts_c.append(c)
+        parts_a.append(a)
+        bar.update(len(idx))
+    return torch.cat(parts_c, 1), torch.cat(parts_a, 1)
+
+
+def _sweep_per_lam(*, model, dataset, indices, lams, eps, norm, seed, device, journal, bar, name, width,
+                   batch_size):
+    """λ by λ on ``model.at(lam, width)`` (attacks whose result depends on batch-mates)."""
+    cs, advs = [[] for _ in lams], [[] for _ in lams]
+    for start in range(0, len(indices), batch_size):
+        idx = indices[start: start + batch_size]
+        xy = None
+        for i, lam in enumerate(lams):
+            key = record_key("per-lam", lam, width, name, start, len(idx))
+            got = journal.get(key)
+            if got is None:
+                xy = xy or _load(dataset, idx, device)
+                gen = batch_generator(seed, name, start, f"per-lam:{lam:.9g}:{width}")
+                got = _run_one(model.at(lam, width), get_attack(name), *xy, eps, norm, gen)
+                journal.put([(key, *got)])
+            cs[i].append(got[0])
+            advs[i].append(got[1])
+        bar.update(len(idx))
+    return torch.stack([torch.cat(c) for c in cs]), torch.stack([torch.cat(a) for a in advs])
+
+
+def _run_batched(model, attack, x, y, lam_vec, width, eps, norm, gen):
+    k, b = lam_vec.shape[0], x.shape[0]
     xr, yr = x.repeat(k, *([1] * (x.dim() - 1))), y.repeat(k)
     predict = model.predictor(lam_vec.repeat_interleave(b), width, k * b)
     clean = _correct(predict, xr, yr)
-    x_adv = attack(predict, xr, yr, eps=eps, generator=gen)
+    x_adv = attack(predict, xr, yr, eps=eps, generator=gen, norm=norm)
     return clean.view(k, b), _correct(predict, x_adv, yr).view(k, b)
 
 
-def _run_per_lam(model, attack, x, y, lams, lam_vec, width, eps, gen):
-    cs, advs = [], []
-    for lam in lams:
-        bound = model.at(lam, width)
-        cs.append(_correct(bound, x, y))
-        x_adv = attack(bound, x, y, eps=eps, generator=gen)
-        advs.append(_correct(bound, x_adv, y))
-    return torch.stack(cs), torch.stack(advs)
+def _run_one(bound, attack, x, y, eps, norm, gen):
+    clean = _correct(bound, x, y)
+    x_adv = attack(bound, x, y, eps=eps, generator=gen, norm=norm)
+    return clean, _correct(bound, x_adv, y)
 
 
-def to_rows(result: SweepResult, *, eps: float, split: str, slimmable: bool) -> list[dict]:
+def to_rows(result: SweepResult, *, eps: float, split: str, slimmable: bool, norm: str = "linf") -> list[dict]:
     """results.json rows: one per (λ, width, attack), plus ``worst`` over several attacks."""
-    rows = []
+    return [row for row, _, _ in per_example(result, eps=eps, split=split, slimmable=slimmable, norm=norm)]
+
+
+def per_example(result: SweepResult, *, eps: float, split: str, slimmable: bool, norm: str = "linf"):
+    """``(row, correct (n,), clean (n,))``: each results.json row with the per-example outcomes
+    its RA and SA average.
+
+    ``worst`` (several attacks only): an example is robust only if it survives every attack.
+    """
+    out = []
     keys = sorted({(lam, w) for (lam, w, _) in result.adv}, key=lambda t: (-(t[1] or 1.0), t[0]))
     for lam, w in keys:
         clean = result.clean[(lam, w)]
@@ -127,7 +192,8 @@ def to_rows(result: SweepResult, *, eps: float, split: str, slimmable: bool) -> 
         if len(names) > 1:
             per["worst"] = torch.stack([result.adv[(lam, w, a)] for a in names]).all(0)
         for a, corr in per.items():
-            rows.append({"lam": lam, "width": (1.0 if w is None else w) if slimmable else None,
-                         "split": split, "attack": a, "eps": eps, "sa": float(clean.float().mean()),
-                         "ra": float(corr.float().mean()), "n": int(corr.numel())})
-    return rows
+            row = {"lam": lam, "width": (1.0 if w is None else w) if slimmable else None,
+                   "split": split, "attack": a, "eps": eps, "norm": norm, "sa": float(clean.float().mean()),
+                   "ra": float(corr.float().mean()), "n": int(corr.numel())}
+            out.append((row, corr, clean))
+    return out
