@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from oat.evaluate.plots_oats import oats_section
+from oat.evaluate.report_attacks import attacks_section, checks_section
 from oat.evaluate.results import read_results, select_rows
 from oat.train.checkpoint import atomic_write_text
 
@@ -133,6 +134,8 @@ def write_report(runs, out=None, split: str | None = None) -> Path:
         plot_tradeoff(main_rows, ded, out / "tradeoff.png", attack)
         lines += ["![SA and RA against λ](sa_ra_vs_lam.png)", "", "![SA–RA trade-off](tradeoff.png)", ""]
         lines += oats_section(main_rows, runs[1:], split, attack, out)
+        lines += attacks_section(rows, out)
+    lines += checks_section(doc, split)
     lines += ["## All rows", ""] + all_rows_table(doc.get("rows", [])) + [""]
     if len(runs) > 1:
         lines += ["## Runs", ""] + [f"- `{r}`" for r in runs] + [""]
