@@ -100,7 +100,7 @@ def inference(args, device) -> list[dict]:
     for w in WIDTHS:
         slim = export(model, 1.0, w).eval()
         shape = (args.latency_batch, *SHAPE)
-        rows.append({"width": w, "mflops_per_image": round(count_flops(slim, (1, *SHAPE), device) / 1e6, 3),
+        rows.append({"width": w, "mflops_per_image": round(count_flops(slim, (1, *SHAPE)) / 1e6, 3),
                      "params": count_params(slim),
                      "export_ms": round(1000 * measure_latency(slim, shape, device, repeats=args.repeats * 4), 3),
                      "at_ms": round(1000 * measure_latency(model.at(1.0, w), shape, device, repeats=args.repeats * 4),

@@ -6,9 +6,9 @@ work) and only the width's channels exist. The cost therefore depends on the wid
 alone, not on λ (the clean and adversarial BN of a width have the same shape), and is
 measured once per width.
 
-FLOPs are counted by :class:`torch.utils.flop_counter.FlopCounterMode` (convolutions
-and matrix products; a multiply-add counts as 2 FLOPs; BN, ReLU and pooling are not
-counted) for one image. Latency is the median wall time of a forward pass of a batch,
+FLOPs are counted by :func:`oat.models.flops.count_flops` (torch's FlopCounterMode:
+convolutions and matrix products, a multiply-add counts as 2 FLOPs; BN, ReLU and pooling
+are not counted) for one image. Latency is the median wall time of a forward pass of a batch,
 after warm-up, in eval mode and fp32; it depends on the machine and its load.
 """
 
@@ -20,28 +20,15 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from oat.models.export import export
+from oat.models.flops import count_flops
+
+__all__ = ["add_cost", "cost_table", "count_flops", "count_params", "measure_latency", "width_cost"]
 
 LATENCY_BATCH = 128
 LATENCY_REPEATS = 10
 LATENCY_WARMUP = 3
-
-
-def count_flops(module_or_callable: nn.Module | Callable, input_shape, device="cpu") -> int:
-    """FLOPs of one call on a zero input of ``input_shape`` (include the batch dimension).
-
-    Args:
-        module_or_callable: an ``x -> y`` module or function.
-        input_shape: e.g. ``(1, 3, 32, 32)`` for FLOPs per image.
-        device: where the input is made.
-    """
-    x = torch.zeros(*input_shape, device=device)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        module_or_callable(x)
-    return int(counter.get_total_flops())
 
 
 def count_params(module: nn.Module) -> int:
@@ -90,7 +77,7 @@ def width_cost(model, width, image_shape, device="cpu", *, lam: float | None = N
     """
     lam = max(model.spec.lams) if lam is None else lam
     slim = export(model, lam, width).eval().to(device)
-    out = {"flops": count_flops(slim, (1, *image_shape), device), "params": count_params(slim),
+    out = {"flops": count_flops(slim, (1, *image_shape)), "params": count_params(slim),
            "latency_ms": None, "latency_batch": latency_batch or None}
     if latency_batch:
         sec = measure_latency(slim, (latency_batch, *image_shape), device, repeats=repeats)
