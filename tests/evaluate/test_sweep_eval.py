@@ -1,0 +1,111 @@
+"""The λ sweep, resumable evaluation, per-example CSV and results.json rows."""
+
+import shutil
+
+import pytest
+import torch
+
+import oat.evaluate.sweep as sweep_mod
+from oat.attacks import registry
+from oat.data import load_data
+from oat.evaluate.api import evaluate_run
+from oat.evaluate.results import merge_results, read_per_example, read_results
+from oat.evaluate.sweep import subset_indices, sweep, to_rows
+from oat.train.checkpoint import load_model
+
+FAST = dict(progress=False, report=False, log=lambda *_: None, checks=False)
+
+
+def test_subset_is_seeded_sorted_and_distinct():
+    a, b, c = subset_indices(100, 10, 0), subset_indices(100, 10, 0), subset_indices(100, 10, 1)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(a, a.sort().values) and len(set(a.tolist())) == 10
+    assert torch.equal(subset_indices(100, None), torch.arange(100))
+    assert torch.equal(subset_indices(5, 50), torch.arange(5))
+
+
+def test_batched_lams_equal_lam_by_lam(eval_run, monkeypatch):
+    # FGSM has no random start, so the batched path and model.at(λ) one by one must agree exactly.
+    model, data = load_model(eval_run), load_data("digits", seed=0)
+    kw = dict(lams=[0.0, 1.0], widths=[None], attacks=["fgsm"], eps=0.1, subset=50, batch_size=32)
+    batched = sweep(model, data.test, **kw)
+    monkeypatch.setattr(registry, "BATCHABLE", set())
+    monkeypatch.setattr(sweep_mod, "BATCHABLE", set())
+    one_by_one = sweep(model, data.test, **kw)
+    for key in batched.adv:
+        assert torch.equal(batched.adv[key], one_by_one.adv[key])
+        assert batched.adv[key].float().mean() < batched.clean[key[:2]].float().mean()
+
+
+def test_rows_worst_and_ra_not_above_sa(eval_run):
+    model, data = load_model(eval_run), load_data("digits", seed=0)
+    res = sweep(model, data.test, lams=[0.0, 1.0], widths=[None], attacks=["fgsm", "pgd20"], eps=0.1, subset=40)
+    rows = to_rows(res, eps=0.1, split="test", slimmable=False)
+    assert {r["attack"] for r in rows} == {"fgsm", "pgd20", "worst"}
+    for lam in (0.0, 1.0):
+        by = {r["attack"]: r for r in rows if r["lam"] == lam}
+        assert by["worst"]["ra"] <= min(by["fgsm"]["ra"], by["pgd20"]["ra"])
+        worst = (res.adv[(lam, None, "fgsm")] & res.adv[(lam, None, "pgd20")]).float().mean()
+        assert by["worst"]["ra"] == pytest.approx(float(worst))
+        assert all(r["ra"] <= r["sa"] and r["n"] == 40 and r["width"] is None for r in by.values())
+
+
+def _mean(recs, row, attack):
+    sel = [int(r["correct"]) for r in recs if float(r["lam"]) == row["lam"] and r["attack"] == attack
+           and abs(float(r["eps"]) - row["eps"]) < 1e-9]
+    assert len(sel) == row["n"]
+    return sum(sel) / len(sel)
+
+
+def test_csv_reproduces_every_row(eval_run):
+    evaluate_run(eval_run, attacks=["fgsm", "pgd20"], subset=40, **FAST)
+    evaluate_run(eval_run, split="val", attacks=["pgd20"], subset=30, **FAST)
+    doc = read_results(eval_run)
+    for split in ("test", "val"):
+        recs = read_per_example(eval_run, split)
+        for row in (r for r in doc["rows"] if r["split"] == split):
+            assert _mean(recs, row, row["attack"]) == pytest.approx(row["ra"])
+            assert _mean(recs, row, "clean") == pytest.approx(row["sa"])
+    test = read_per_example(eval_run, "test")
+    assert {r["index"] for r in test} == {str(i) for i in subset_indices(360, 40, 0).tolist()}
+    labels = load_data("digits", seed=0).test.labels
+    assert all(int(r["label"]) == int(labels[int(r["index"])]) for r in test[:50])
+
+
+@pytest.mark.parametrize("batchable", [True, False])
+def test_killed_evaluation_resumes_with_identical_numbers(eval_run, tmp_path, monkeypatch, batchable):
+    if not batchable:  # exercise the λ-by-λ path (AutoAttack's) with a cheap random-start attack
+        monkeypatch.setattr(sweep_mod, "BATCHABLE", set())
+    other = tmp_path / "uninterrupted"
+    shutil.copytree(eval_run, other)
+    kw = dict(attacks=["pgd20"], subset=60, batch_size=24, **FAST)
+    evaluate_run(other, **kw)
+    name = "_run_batched" if batchable else "_run_one"
+    real, calls = getattr(sweep_mod, name), []
+
+    def dying(*a, **k):
+        calls.append(1)
+        if len(calls) > 2:
+            raise KeyboardInterrupt  # killed after two batches
+        return real(*a, **k)
+
+    monkeypatch.setattr(sweep_mod, name, dying)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_run(eval_run, **kw)
+    assert not (eval_run / "results.json").exists()
+    counted = []
+    monkeypatch.setattr(sweep_mod, name, lambda *a, **k: counted.append(1) or real(*a, **k))
+    evaluate_run(eval_run, **kw)
+    total = 5 if batchable else 6  # 60 examples: chunks of 12 (2 λ batched) or batches of 24 per λ
+    assert len(counted) == total - 2, "the finished batches were recomputed"
+    assert read_results(eval_run)["rows"] == read_results(other)["rows"]
+    assert read_per_example(eval_run, "test") == read_per_example(other, "test")
+
+
+def test_results_keep_linf_and_l2_apart(tmp_path):
+    row = {"lam": 0.0, "width": None, "split": "test", "attack": "pgd20", "eps": 0.5, "sa": 0.9, "ra": 0.5, "n": 10}
+    merge_results(tmp_path, {}, [row])  # an old row without "norm" is L∞
+    merge_results(tmp_path, {}, [{**row, "norm": "l2", "ra": 0.7}])
+    merge_results(tmp_path, {}, [{**row, "norm": "linf", "ra": 0.4}])
+    rows = read_results(tmp_path)["rows"]
+    assert sorted((r.get("norm"), r["ra"]) for r in rows) == [("l2", 0.7), ("linf", 0.4)]
