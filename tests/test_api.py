@@ -68,3 +68,12 @@ def test_evaluate_and_report(run):
     assert len([r for r in doc["rows"] if r["split"] == "test"]) == 2
     report = oat.report([run])
     assert report.exists() and report.name == "report.md"
+
+
+def test_api_functions_survive_importing_their_namesake_modules():
+    import importlib
+
+    for name in ("oat.train.runner", "oat.evaluate.api", "oat.demo"):
+        importlib.import_module(name)
+    assert callable(oat.train) and callable(oat.evaluate) and callable(oat.demo)
+    assert importlib.import_module("oat.demo").run_demo is not None

@@ -9,6 +9,9 @@ width) at test time::
     clf = model.at(1.0)                        # plain nn.Module x -> logits
 """
 
+import sys as _sys
+import types as _types
+
 from oat.conditioning import PAPER_LAMS, Conditioning
 from oat.models import create_model, list_models
 from oat.train.checkpoint import load_model as load
@@ -48,3 +51,18 @@ def demo(out=None, **kwargs):
 
 __all__ = ["PAPER_LAMS", "Conditioning", "TrainConfig", "create_model", "demo", "evaluate", "list_models", "load",
            "report", "train"]
+
+
+class _Api(_types.ModuleType):
+    """Keeps ``oat.train``/``oat.evaluate``/``oat.demo`` the functions above: the first import of
+    the subpackage or module of the same name (``oat.evaluate.api``, ``oat.demo``) would
+    otherwise rebind the attribute to that module, and ``oat.evaluate(run)`` would fail."""
+
+    def __setattr__(self, name, value):
+        if name in ("train", "evaluate", "demo") and isinstance(value, _types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Api
+
