@@ -1,5 +1,7 @@
 """YAML recipes: the paper's runs, each headed by the command that runs it; overrides on top."""
 
+import json
+
 import pytest
 import yaml
 
@@ -101,3 +103,16 @@ def test_oat_recipes_lists_and_shows(capsys):
     assert main(["recipes", "--show", "svhn-wrn16-8-oat"]) == 0
     assert "wrn-16-8" in capsys.readouterr().out
     assert main(["recipes", "--show", "nope"]) == 2
+
+
+def test_recipe_run_writes_the_resolved_config(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--recipe", "digits-small-oat", "--out", str(out), "--epochs", "1", "--no-eval",
+            "--no-progress", "--device", "cpu", "attack_steps=1", "model_kwargs={base: 8}"]
+    assert main(argv) == 0
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    recipe = load_recipe("digits-small-oat")
+    assert cfg["epochs"] == 1 and cfg["attack_steps"] == 1 and cfg["model_kwargs"] == {"base": 8}
+    assert cfg["eps"] == recipe["eps"] == 0.3 and cfg["batch_size"] == recipe["batch_size"] == 64
+    assert TrainConfig.from_dict(cfg) == TrainConfig.from_dict({**recipe, **{k: cfg[k] for k in (
+        "epochs", "attack_steps", "model_kwargs", "device")}})
