@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-import oat.evaluate.api as api
 from oat.cli.main import main
 from oat.data import load_data
+from oat.evaluate import api
 from oat.evaluate.checks import row_checks, run_checks, summary, tolerance
 from oat.evaluate.results import read_results
 from oat.models.base import ConditionedNet

@@ -5,9 +5,9 @@ import shutil
 import pytest
 import torch
 
-import oat.evaluate.sweep as sweep_mod
 from oat.attacks import registry
 from oat.data import load_data
+from oat.evaluate import sweep as sweep_mod
 from oat.evaluate.api import evaluate_run
 from oat.evaluate.results import merge_results, read_per_example, read_results
 from oat.evaluate.sweep import subset_indices, sweep, to_rows
