@@ -26,8 +26,30 @@ class Norm(nn.Module):
         self.film = FiLM(channels, spec.enc_dim) if (spec.film and film) else None
 
     def forward(self, x: torch.Tensor, ctx: Ctx) -> torch.Tensor:
+        if self.film is not None and ctx.film_cache is not None and not self.training and ctx.route != "mixed":
+            # Attack path (eval mode, cached FiLM): BN with running statistics and FiLM are
+            # both per-channel affine maps, so they fold into one per-example scale and
+            # shift, computed once per predictor and reused on every PGD step.
+            scale, shift = self._folded(x, ctx)
+            return torch.addcmul(shift, x, scale)
         x = self.bn(x, ctx)
         return x if self.film is None else self.film(x, ctx)
+
+    @torch.no_grad()
+    def _folded(self, x: torch.Tensor, ctx: Ctx) -> tuple[torch.Tensor, torch.Tensor]:
+        key = ("norm", id(self), x.dtype)
+        if key not in ctx.film_cache:
+            pair = self.bn.bns[ctx.width_idx]
+            bn = pair[0] if (not self.bn.dual or ctx.route == "clean") else pair[1]
+            a = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # BN(x) = a·x + b
+            b = bn.bias - bn.running_mean * a
+            mu, sigma = self.film.params(ctx.enc, x.shape[1])  # FiLM(z) = μ·z + σ, per distinct λ
+            scale, shift = mu * a, sigma + mu * b
+            if ctx.inverse is not None:
+                scale, shift = scale[ctx.inverse], shift[ctx.inverse]
+            view = (-1, x.shape[1]) + (1,) * (x.dim() - 2)
+            ctx.film_cache[key] = (scale.view(view).to(x.dtype), shift.view(view).to(x.dtype))
+        return ctx.film_cache[key]
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, slim_in: bool = True) -> SConv2d:
