@@ -2,7 +2,7 @@
 
 One OAT step (paper λ set, PGD-7, SGD) runs through oat's own ``train_epoch`` on a fixed
 synthetic batch, so the loop's checks and syncs are included. Settings: ``fp32`` (no
-autocast, contiguous), ``opt`` (bf16 autocast + channels_last), ``opt+compile``
+autocast, contiguous), ``fp32+cl`` (channels_last only), ``opt`` (bf16 autocast + channels_last), ``opt+compile``
 (``--compile``). The step's FLOPs are counted with ``torch.utils.flop_counter`` (attack,
 clean and adversarial passes, backward included); the achieved FLOP/s is set against a
 large matrix multiply measured in the same run (bf16 and fp32). Peak memory per image:
@@ -35,6 +35,7 @@ from oat.train import loop
 from oat.train.objectives import OAT, AttackConfig
 
 SETTINGS = {"fp32": dict(amp="off", channels_last=False, compile=False),
+            "fp32+cl": dict(amp="off", channels_last=True, compile=False),
             "opt": dict(amp="bf16", channels_last=True, compile=False),
             "opt+compile": dict(amp="bf16", channels_last=True, compile=True)}
 
@@ -221,7 +222,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="timed steps per repeat")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--settings", nargs="+", default=["fp32", "opt"], choices=list(SETTINGS))
+    p.add_argument("--settings", nargs="+", default=["fp32", "fp32+cl", "opt"], choices=list(SETTINGS))
     p.add_argument("--compile", action="store_true", help="add the opt+compile setting")
     p.add_argument("--no-memory", dest="memory", action="store_false")
     p.add_argument("--levers", action="store_true", help="time single levers instead")
