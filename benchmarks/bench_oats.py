@@ -10,11 +10,13 @@ widths 0.5/0.75/1.0, 7-step PGD), times training steps of:
   models, the set OATS replaces.
 
 Throughput is *images per second to give every model one step on the batch*: for the
-dedicated sets, the sum of each model's step time. Also the inference latency per width
-(the exported slim network and ``model.at``), FLOPs and parameters, and the peak memory
-(max RSS growth, in a fresh subprocess) of one OATS step with and without per-width
-backward. Figures are medians of timed repeats after warm-up; the machine may be shared
-(its load average is recorded).
+dedicated sets, the sum of each model's median step time. Step times are measured in
+interleaved rounds (every model once per round), and each step's FLOPs (forward, attack
+and backward) are counted too: the FLOP ratio does not depend on the machine's load.
+Also the inference latency per width (the exported slim network and ``model.at``),
+FLOPs and parameters, and the peak memory (max RSS growth, in a fresh subprocess) of one
+OATS step with and without per-width backward. Figures are medians of timed repeats
+after warm-up; the machine may be shared (its load average is recorded).
 
     python benchmarks/bench_oats.py [--batch-size 64] [--repeats 5] [--threads 1] [--device cpu]
 """
@@ -31,6 +33,7 @@ import time
 
 import torch
 from common import load_average, set_threads, sync, table, write_result
+from torch.utils.flop_counter import FlopCounterMode
 
 from oat.conditioning import PAPER_LAMS, Conditioning
 from oat.evaluate.cost import count_flops, count_params, measure_latency
@@ -42,23 +45,33 @@ WIDTHS = (1.0, 0.75, 0.5)
 SHAPE = (1, 28, 28)
 
 
-def step_seconds(model, objective, x, y, device, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of one training step (objective, backward, SGD step)."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    gen = torch.Generator().manual_seed(0)
-    model.train()
-    times = []
-    for i in range(warmup + repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        loss, _ = objective(model, x, y, generator=gen)
-        opt.zero_grad(set_to_none=True)
+class Trainer:
+    """One model, its objective and optimiser: ``step()`` is one timed training step."""
+
+    def __init__(self, model, objective, device):
+        self.model, self.objective, self.device = model, objective, device
+        self.opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        self.gen = torch.Generator().manual_seed(0)
+
+    def _run(self, x, y):
+        self.model.train()
+        loss, _ = self.objective(self.model, x, y, generator=self.gen)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        self.opt.step()
+
+    def step(self, x, y) -> float:
+        sync(self.device)
+        t0 = time.perf_counter()
+        self._run(x, y)
+        sync(self.device)
+        return time.perf_counter() - t0
+
+    def flops(self, x, y) -> int:
+        """FLOPs of one step (forward, attack and backward), counted: independent of the machine's load."""
+        with FlopCounterMode(display=False) as counter:
+            self._run(x, y)
+        return int(counter.get_total_flops())
 
 
 def batch(n, device, seed=0):
@@ -67,29 +80,36 @@ def batch(n, device, seed=0):
 
 
 def training(args, device) -> list[dict]:
+    """Median step times, measured in interleaved rounds (each round times every model once,
+    so a change of the machine's load hits every configuration alike)."""
     attack = AttackConfig(eps=0.3, steps=7)
     x, y = batch(args.batch_size, device)
     make = lambda spec: create_model("small-cnn", spec, in_channels=1).to(device)
     oats_model = make(Conditioning(widths=WIDTHS))
+    groups = {
+        "oats": [Trainer(oats_model, OATS(PAPER_LAMS, attack, WIDTHS), device)],
+        "oats-summed": [Trainer(oats_model, OATS(PAPER_LAMS, attack, WIDTHS, backward_per_width=False), device)],
+        "oat-per-width": [Trainer(make(Conditioning(widths=(w,))), OAT(PAPER_LAMS, attack), device) for w in WIDTHS],
+        "pgdat-per-(width, λ)": [Trainer(make(Conditioning.dedicated(lam, widths=(w,))), PGDAT(lam, attack), device)
+                                 for w in WIDTHS for lam in PAPER_LAMS],
+    }
+    trainers = [t for ts in groups.values() for t in ts]
+    flops = {id(t): t.flops(x, y) for t in trainers}  # also the warm-up step
+    times: dict[int, list[float]] = {id(t): [] for t in trainers}
+    for _ in range(args.repeats):
+        for t in trainers:
+            times[id(t)].append(t.step(x, y))
     rows = []
-    for name, per_width in (("oats", True), ("oats-summed", False)):
-        obj = OATS(PAPER_LAMS, attack, WIDTHS, backward_per_width=per_width)
-        rows.append({"what": name, "models": 1, "covers": "18 (λ, width)",
-                     "step_s": step_seconds(oats_model, obj, x, y, device, args.repeats)})
-    oat_s = [step_seconds(make(Conditioning(widths=(w,))), OAT(PAPER_LAMS, attack), x, y, device, args.repeats)
-             for w in WIDTHS]
-    rows.append({"what": "oat-per-width", "models": 3, "covers": "18 (λ, width)", "step_s": sum(oat_s),
-                 "per_model_s": [round(s, 4) for s in oat_s]})
-    ded = {f"w={w:g},λ={lam:g}": step_seconds(make(Conditioning.dedicated(lam, widths=(w,))), PGDAT(lam, attack), x,
-                                              y, device, max(1, args.repeats // 2))
-           for w in WIDTHS for lam in PAPER_LAMS}
-    rows.append({"what": "pgdat-per-(width, λ)", "models": len(ded), "covers": "18 (λ, width)",
-                 "step_s": sum(ded.values()), "per_model_s": {k: round(v, 4) for k, v in ded.items()}})
-    base = rows[0]["step_s"]
+    for name, ts in groups.items():
+        sec = sum(statistics.median(times[id(t)]) for t in ts)
+        rows.append({"what": name, "models": len(ts), "covers": "18 (λ, width)", "step_s": sec,
+                     "gflops_per_step": sum(flops[id(t)] for t in ts) / 1e9})
+    base_s, base_f = rows[0]["step_s"], rows[0]["gflops_per_step"]
     for r in rows:
         r["img_per_s"] = round(args.batch_size / r["step_s"], 1)
-        r["time_vs_oats"] = round(r["step_s"] / base, 2)
-        r["step_s"] = round(r["step_s"], 4)
+        r["time_vs_oats"] = round(r["step_s"] / base_s, 2)
+        r["flops_vs_oats"] = round(r["gflops_per_step"] / base_f, 2)
+        r["step_s"], r["gflops_per_step"] = round(r["step_s"], 4), round(r["gflops_per_step"], 3)
     return rows
 
 
@@ -152,7 +172,8 @@ def main() -> None:
     device = torch.device(args.device)
     load_before = load_average()
     train_rows, infer_rows, mem_rows = training(args, device), inference(args, device), memory(args)
-    print(table(train_rows, ["what", "models", "covers", "step_s", "img_per_s", "time_vs_oats"]))
+    print(table(train_rows, ["what", "models", "covers", "step_s", "img_per_s", "time_vs_oats", "gflops_per_step",
+                             "flops_vs_oats"]))
     print()
     print(table(infer_rows))
     print()
