@@ -42,25 +42,35 @@ CONT_LAMS = (0.05, 0.15, 0.25, 0.5, 0.7)
 # costs this easy data no clean accuracy, so there would be no trade-off to dial.
 PRESETS = {
     "digits": dict(
-        model="small-cnn", model_kwargs={}, eps=0.3, epochs=30, batch_size=64, train_size=None, ra_subset=None
+        model="small-cnn", model_kwargs={}, eps=0.3, epochs=30, batch_size=64, lr=0.1, train_size=None, ra_subset=None
     ),
+    # One epoch of 10k images at batch 32: ~310 steps, enough to leave the plateau a
+    # FiLM-conditioned net starts on (78 steps at batch 128 were not: SA 13-20%).
     "fashion-mnist": dict(
         model="small-cnn",
         model_kwargs={"base": 16},
         eps=0.1,
         epochs=1,
-        batch_size=128,
+        batch_size=32,
+        lr=0.05,
         train_size=10000,
         ra_subset=1000,
     ),
     "cifar10": dict(
-        model="resnet18", model_kwargs={}, eps=8 / 255, epochs=10, batch_size=128, train_size=None, ra_subset=1000
+        lr=0.1,
+        model="resnet18",
+        model_kwargs={},
+        eps=8 / 255,
+        epochs=10,
+        batch_size=128,
+        train_size=None,
+        ra_subset=1000,
     ),
 }
 # --full: the paper's scale (a GPU's work): every training and test image, longer training.
 FULL = {
     "digits": dict(epochs=60),
-    "fashion-mnist": dict(model_kwargs={}, epochs=30, train_size=None, ra_subset=None),
+    "fashion-mnist": dict(model_kwargs={}, epochs=30, batch_size=128, lr=0.1, train_size=None, ra_subset=None),
     "cifar10": dict(model="resnet34", epochs=200, ra_subset=None),
 }
 TRAIN_SPLIT = {"digits": None, "fashion-mnist": 60000, "cifar10": 50000}
@@ -80,7 +90,7 @@ ABLATIONS = {
 def settings(args) -> dict:
     """The resolved benchmark settings for ``args``."""
     s = {**PRESETS[args.data], **(FULL[args.data] if args.full else {})}
-    for key in ("epochs", "model", "batch_size", "train_size", "ra_subset"):
+    for key in ("epochs", "model", "batch_size", "lr", "train_size", "ra_subset"):
         if getattr(args, key) is not None:
             s[key] = getattr(args, key)
     if args.base is not None:
@@ -111,7 +121,7 @@ def base_config(s: dict, data_dir, seed: int) -> dict:
         epochs=s["epochs"],
         batch_size=s["batch_size"],
         seed=seed,
-        lr=0.1,
+        lr=s["lr"],
         eval_split="val",
     )
 
@@ -120,6 +130,8 @@ def run_model(folder: Path, cfg: dict, variant: str, seed: int, lam, s: dict, ev
     """Train (unless cached) and evaluate one model; returns its record."""
     rec_path = folder / "bench.json"
     rec = json.loads(rec_path.read_text()) if rec_path.exists() else None
+    if rec is not None and rec.get("config", cfg) != cfg:
+        rec = None  # trained with other settings: train again
     if rec is None:
         log(f"train {variant} seed={seed}" + (f" λ={lam:g}" if lam is not None else "") + f" → {folder}")
         t0 = time.perf_counter()
@@ -135,6 +147,7 @@ def run_model(folder: Path, cfg: dict, variant: str, seed: int, lam, s: dict, ev
             "wall_s": wall,
             "passes": per_ex * cfg["epochs"],
             "rows": [],
+            "config": cfg,
         }
         rec_path.write_text(json.dumps(rec, indent=1))
         log(f"  trained in {wall:.0f} s")
@@ -152,6 +165,9 @@ def run_model(folder: Path, cfg: dict, variant: str, seed: int, lam, s: dict, ev
             subset=subset,
             report=False,
             progress=False,
+            # The library's sanity checks are the evaluation's business and cost as much as the
+            # benchmark's own attack on small models; the benchmark measures, it does not audit.
+            checks=False,
             log=lambda *_: None,
         )
         rec["rows"] += [{k: r[k] for k in ("lam", "attack", "sa", "ra", "n")} for r in rows]
@@ -252,9 +268,10 @@ def _write_ablations(records, s, args, out: Path) -> None:
 def _settings_line(s: dict) -> str:
     return (
         f"Settings: model {s['model']} {s['model_kwargs'] or ''}, ε={s['eps']:.4g} L∞, PGD-7 training, "
-        f"{s['epochs']} epoch(s), batch {s['batch_size']}, SGD lr 0.1 cosine, "
+        f"{s['epochs']} epoch(s), batch {s['batch_size']}, SGD lr {s['lr']:g} cosine, "
         f"train images {s['train_size'] or 'all'}, seeds {s['seeds']}; SA on the whole test split, "
-        f"RA ({', '.join(s['attacks'])}) on {s['ra_subset'] or 'all'} test images (seeded subset)."
+        f"RA (pgd20) on {s['ra_subset'] or 'all'} test images (seeded subset)"
+        + (f", AutoAttack on {s['aa_subset']}." if "autoattack" in s["attacks"] else ".")
     )
 
 
@@ -267,6 +284,7 @@ def parse_args(argv=None):
     p.add_argument("--model", default=None)
     p.add_argument("--base", type=int, default=None, help="small-cnn width (base channels)")
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
     p.add_argument("--train-size", type=int, default=None, help="training images (default: preset)")
     p.add_argument("--ra-subset", type=int, default=None, help="test images for RA (default: preset)")
     p.add_argument("--attacks", nargs="+", default=["pgd20"])
