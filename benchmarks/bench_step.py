@@ -123,7 +123,10 @@ def memory_child(args) -> None:
         run_steps(model, objective, opt, x, y, 2, s["amp"])
         peak = torch.cuda.max_memory_allocated(dev) - base
     else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        # The resident set now (not the peak so far, which import-time transients can hold
+        # above what the steps need), against the peak after the steps.
+        with open("/proc/self/statm") as f:
+            base = int(f.read().split()[1]) * resource.getpagesize()
         run_steps(model, objective, opt, x, y, 2, s["amp"])
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     print(json.dumps({"peak_bytes": peak}))
