@@ -103,8 +103,8 @@ def cost(records: list[dict], variant: str = "oat", lams=None) -> dict:
             and r["seed"] == rec["seed"]
             and (lams is None or any(abs(r["lam"] - v) < 1e-6 for v in lams))
         ]
-        if not ded:
-            continue
+        if not ded or (lams is not None and len(ded) < len(lams)):
+            continue  # only seeds whose dedicated set is complete
         dw, dp = sum(r["wall_s"] for r in ded), sum(r["passes"] for r in ded)
         per_seed[str(rec["seed"])] = {
             "oat_wall_s": rec["wall_s"],

@@ -92,6 +92,10 @@ def test_cost_ratio_from_walls_and_passes():
     assert c["wall_ratio"] == pytest.approx(41 / 20)
     assert c["pass_ratio"] == pytest.approx(9 / 7.625)
     assert set(c["per_seed"]) == {"0", "1"}
+    # A seed whose dedicated set is incomplete does not count.
+    partial = [r for r in _records() if not (r["variant"] == "dedicated" and r["seed"] == 1)]
+    assert set(ts.cost(partial, "oat", lams=[0.3])["per_seed"]) == {"0"}
+    assert ts.cost(_records(), "oat", lams=[0.3, 0.4])["per_seed"] == {}
 
 
 def test_passes_per_example():
