@@ -179,6 +179,15 @@ def run_model(folder: Path, cfg: dict, variant: str, seed: int, lam, s: dict, ev
     return rec
 
 
+def _cached(folder: Path, cfg: dict) -> dict | None:
+    """The record of a model trained with ``cfg`` and evaluated, or None."""
+    path = folder / "bench.json"
+    rec = json.loads(path.read_text()) if path.exists() else None
+    if rec is None or rec.get("config", cfg) != cfg or not rec["rows"]:
+        return None
+    return rec
+
+
 def _eval_plan(s: dict) -> list[tuple[str, int | None]]:
     """(attack, subset) pairs: SA on the whole test split, PGD-20 on ``ra_subset``, AutoAttack on ``aa_subset``."""
     plan = [("clean", None)]
@@ -224,7 +233,7 @@ def write_outputs(records: list[dict], s: dict, args, elapsed: float) -> None:
     cont = ts.compare(records, args.data, "oat-continuous")
     doc = {
         "dataset": args.data,
-        "command": "python benchmarks/tradeoff.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/tradeoff.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only"),
         "settings": s,
         "elapsed_s": elapsed,
         "note": "CPU wall times measured on a 2-core machine shared with other jobs: ratios within this run "
@@ -295,6 +304,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--runs", default="runs/tradeoff", help="where the trained models go")
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--report-only", action="store_true", help="write the outputs from the models trained so far")
     return p.parse_args(argv)
 
 
@@ -313,7 +323,15 @@ def main(argv=None) -> int:
             cfg = {**base_config(s, args.data_dir, seed), **ov}
             if any(r["variant"] == variant and r["seed"] == seed and r["lam"] == lam for r in records):
                 continue
+            if args.report_only:
+                rec = _cached(folder, cfg)
+                if rec is not None:
+                    records.append(rec)
+                continue
             records.append(run_model(folder, cfg, variant, seed, lam, s, eval_lams, print))
+            if not args.report_only:
+                write_outputs(records, s, args, time.perf_counter() - t0)
+        if args.report_only:
             write_outputs(records, s, args, time.perf_counter() - t0)
     except DataError as e:
         hint = " (Fashion-MNIST: apt-get install -y dataset-fashion-mnist, as root)" if args.data != "digits" else ""
