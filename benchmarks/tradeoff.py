@@ -227,7 +227,7 @@ def folder_name(variant: str, lam) -> str:
 
 def write_outputs(records: list[dict], s: dict, args, elapsed: float) -> None:
     """The JSON, Markdown table and plots of the records so far."""
-    out, name = Path(args.out), f"tradeoff-{args.data}"
+    out, name = Path(args.out), f"tradeoff-{args.data}{args.tag}"
     out.mkdir(parents=True, exist_ok=True)
     main = ts.compare(records, args.data, "oat")
     cont = ts.compare(records, args.data, "oat-continuous")
@@ -304,6 +304,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--runs", default="runs/tradeoff", help="where the trained models go")
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--tag", default="", help="suffix of the output file names, e.g. -e2")
     p.add_argument("--report-only", action="store_true", help="write the outputs from the models trained so far")
     return p.parse_args(argv)
 
@@ -337,7 +338,7 @@ def main(argv=None) -> int:
         hint = " (Fashion-MNIST: apt-get install -y dataset-fashion-mnist, as root)" if args.data != "digits" else ""
         print(f"tradeoff: error: {e}{hint}", file=sys.stderr)
         return 2
-    print((Path(args.out) / f"tradeoff-{args.data}.md").read_text())
+    print((Path(args.out) / f"tradeoff-{args.data}{args.tag}.md").read_text())
     return 0
 
 
