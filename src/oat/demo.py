@@ -58,6 +58,10 @@ def run_demo(out=None, *, lams=PAPER_LAMS, epochs: int | None = None, progress: 
         evaluate_run(run, split="test", progress=False, report=False, log=lambda *_: None)
     evaluate_run(out, split="test", progress=False, report=False, log=lambda *_: None)
     report = write_report(runs)
-    log(report.read_text().split("## All rows")[0].strip())
+    text = report.read_text()
+    # The console gets the trade-off table and the checks' verdict; report.md has every row.
+    log(text.split("## Evaluation checks")[0].split("## All rows")[0].strip())
+    verdict = [ln for ln in text.splitlines() if "checks passed" in ln or "FAILED" in ln.upper()][:1]
+    log("\n".join(verdict))
     log(f"\nreport: {report}  ({time.perf_counter() - t0:.0f} s)")
     return out
