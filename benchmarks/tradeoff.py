@@ -31,8 +31,6 @@ import tradeoff_stats as ts  # noqa: E402
 import oat  # noqa: E402
 from oat.conditioning import PAPER_LAMS  # noqa: E402
 from oat.errors import DataError  # noqa: E402
-
-# Not ``oat.evaluate``: importing the ``oat.evaluate`` package rebinds that name to the package.
 from oat.evaluate.api import evaluate_run  # noqa: E402
 
 CONT_LAMS = (0.05, 0.15, 0.25, 0.5, 0.7)
@@ -135,7 +133,7 @@ def run_model(folder: Path, cfg: dict, variant: str, seed: int, lam, s: dict, ev
     if rec is None:
         log(f"train {variant} seed={seed}" + (f" λ={lam:g}" if lam is not None else "") + f" → {folder}")
         t0 = time.perf_counter()
-        oat.train(
+        oat.fit(
             oat.TrainConfig.from_dict(cfg), folder, overwrite=True, progress=False, evaluate=False, log=lambda *_: None
         )
         wall = time.perf_counter() - t0

@@ -15,12 +15,12 @@ CFG = dict(data="digits", model="small-cnn", model_kwargs={"base": 8}, epochs=1,
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return oat.train(CFG, tmp_path_factory.mktemp("api") / "run", progress=False, evaluate=False,
+    return oat.fit(CFG, tmp_path_factory.mktemp("api") / "run", progress=False, evaluate=False,
                      log=lambda *a: None)
 
 
 def test_public_names():
-    for name in ("load", "train", "evaluate", "report", "demo", "create_model", "list_models", "Conditioning",
+    for name in ("load", "fit", "evaluate_run", "report", "run_demo", "create_model", "list_models", "Conditioning",
                  "TrainConfig", "PAPER_LAMS"):
         assert hasattr(oat, name), name
     assert oat.PAPER_LAMS == (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
@@ -53,7 +53,7 @@ def test_load_returns_the_trained_model_in_eval_mode(run):
 
 def test_train_accepts_a_config_object_and_a_dict(tmp_path):
     cfg = oat.TrainConfig.from_dict({**CFG, "objective": "pgdat", "lam": 0.4})
-    out = oat.train(cfg, tmp_path / "ded", progress=False, evaluate=False, log=lambda *a: None)
+    out = oat.fit(cfg, tmp_path / "ded", progress=False, evaluate=False, log=lambda *a: None)
     model = oat.load(out)
     assert not model.spec.film and model.spec.lams == (0.4,)
     assert model.at(0.4)(torch.rand(2, 1, 8, 8)).shape == (2, 10)
@@ -62,7 +62,7 @@ def test_train_accepts_a_config_object_and_a_dict(tmp_path):
 
 
 def test_evaluate_and_report(run):
-    rows = oat.evaluate(run, split="test", lams=[0.0, 1.0], subset=20, checks=False, log=lambda *a: None)
+    rows = oat.evaluate_run(run, split="test", lams=[0.0, 1.0], subset=20, checks=False, log=lambda *a: None)
     assert {(r["lam"], r["attack"]) for r in rows} == {(0.0, "pgd20"), (1.0, "pgd20")}
     doc = json.loads((run / "results.json").read_text())
     assert len([r for r in doc["rows"] if r["split"] == "test"]) == 2
@@ -70,10 +70,12 @@ def test_evaluate_and_report(run):
     assert report.exists() and report.name == "report.md"
 
 
-def test_api_functions_survive_importing_their_namesake_modules():
+def test_api_functions_and_subpackages_coexist():
     import importlib
 
     for name in ("oat.train.runner", "oat.evaluate.api", "oat.demo"):
         importlib.import_module(name)
-    assert callable(oat.train) and callable(oat.evaluate) and callable(oat.demo)
-    assert importlib.import_module("oat.demo").run_demo is not None
+    assert callable(oat.fit) and callable(oat.evaluate_run) and callable(oat.run_demo)
+    import oat.train.objectives as objectives  # a plain submodule import works too
+
+    assert objectives.OAT is not None

@@ -7,10 +7,13 @@ width) at test time::
     model = oat.load("runs/my-run")           # eval mode
     logits = model(x, lam=0.2)                # or a per-example (N,) λ tensor
     clf = model.at(1.0)                        # plain nn.Module x -> logits
+
+The CLI's sub-commands are library calls: :func:`fit` (``oat train``), :func:`evaluate_run`
+(``oat evaluate``), :func:`report` (``oat report``), :func:`run_demo` (``oat demo``). They are
+not named ``train``/``evaluate``/``demo`` because those are the subpackages ``oat.train``,
+``oat.evaluate`` and the module ``oat.demo``, which a function of the same name would shadow.
 """
 
-import sys as _sys
-import types as _types
 
 from oat.conditioning import PAPER_LAMS, Conditioning
 from oat.models import create_model, list_models
@@ -20,7 +23,7 @@ from oat.train.config import TrainConfig
 __version__ = "0.1.0"
 
 
-def train(config, out, **kwargs):
+def fit(config, out, **kwargs):
     """Train as ``oat train`` does; see :func:`oat.train.runner.train`."""
     from oat.train.runner import train as _train
 
@@ -28,11 +31,11 @@ def train(config, out, **kwargs):
     return _train(cfg, out, **kwargs)
 
 
-def evaluate(run, **kwargs):
+def evaluate_run(run, **kwargs):
     """Evaluate a run as ``oat evaluate`` does; see :func:`oat.evaluate.api.evaluate_run`."""
-    from oat.evaluate.api import evaluate_run
+    from oat.evaluate.api import evaluate_run as _evaluate_run
 
-    return evaluate_run(run, **kwargs)
+    return _evaluate_run(run, **kwargs)
 
 
 def report(runs, out=None, **kwargs):
@@ -42,27 +45,13 @@ def report(runs, out=None, **kwargs):
     return write_report(runs, out, **kwargs)
 
 
-def demo(out=None, **kwargs):
+def run_demo(out=None, **kwargs):
     """Run the main job on digits as ``oat demo`` does; see :func:`oat.demo.run_demo`."""
-    from oat.demo import run_demo
+    from oat.demo import run_demo as _run_demo
 
-    return run_demo(out, **kwargs)
-
-
-__all__ = ["PAPER_LAMS", "Conditioning", "TrainConfig", "create_model", "demo", "evaluate", "list_models", "load",
-           "report", "train"]
+    return _run_demo(out, **kwargs)
 
 
-class _Api(_types.ModuleType):
-    """Keeps ``oat.train``/``oat.evaluate``/``oat.demo`` the functions above: the first import of
-    the subpackage or module of the same name (``oat.evaluate.api``, ``oat.demo``) would
-    otherwise rebind the attribute to that module, and ``oat.evaluate(run)`` would fail."""
-
-    def __setattr__(self, name, value):
-        if name in ("train", "evaluate", "demo") and isinstance(value, _types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-_sys.modules[__name__].__class__ = _Api
+__all__ = ["PAPER_LAMS", "Conditioning", "TrainConfig", "create_model", "evaluate_run", "fit", "list_models",
+           "load", "report", "run_demo"]
 

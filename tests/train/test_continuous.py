@@ -84,7 +84,7 @@ def test_trained_continuous_model_answers_any_lam_after_loading(tmp_path):
         eps=0.3,
         attack_steps=2,
     )
-    run = oat.train(cfg, tmp_path / "run", progress=False, evaluate=False, log=lambda *_: None)
+    run = oat.fit(cfg, tmp_path / "run", progress=False, evaluate=False, log=lambda *_: None)
     model = oat.load(run)
     x = torch.rand(5, 1, 8, 8)
     with torch.no_grad():
