@@ -174,3 +174,13 @@ def test_python_dash_m_oat_bad_input(tmp_path):
     p = _oat("evaluate", str(tmp_path / "missing-run"))
     assert p.returncode == 2
     assert p.stderr.startswith("oat: error:") and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+
+
+def test_resume_says_which_options_it_ignored(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *TRAIN]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "3", "--no-eval", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "ignored: epochs" in err  # the saved configuration (1 epoch) wins, and the user is told
+    assert json.loads((out / "config.json").read_text())["config"]["epochs"] == 1

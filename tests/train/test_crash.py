@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from run_weights import final_weights
 
 from oat.cli.main import main
 from oat.train.checkpoint import load_model, resolve_checkpoint
@@ -21,18 +21,6 @@ from oat.train.checkpoint import load_model, resolve_checkpoint
 ARGS = ["--data", "digits", "--epochs", "4", "--batch-size", "64", "--deterministic", "--no-eval",
         "--no-progress", "attack_steps=1", "val_size=1000"]
 
-
-@pytest.fixture(autouse=True)
-def _restore_torch_modes():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(False)
-
-
-def final_weights(run: Path) -> dict:
-    return load_file(str(resolve_checkpoint(run) / "model.safetensors"))
 
 
 def start(run: Path, *extra: str) -> subprocess.Popen:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
-from safetensors.torch import load_file
+from run_weights import final_weights as weights
 
 from oat.cli.main import main
 from oat.train import runner
@@ -16,18 +15,6 @@ from oat.train.checkpoint import resolve_checkpoint
 ARGS = ["--data", "digits", "--epochs", "2", "--batch-size", "64", "--no-eval", "--no-progress",
         "attack_steps=1", "val_size=1000"]
 
-
-@pytest.fixture(autouse=True)
-def _restore_torch_modes():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(False)
-
-
-def weights(run) -> dict:
-    return load_file(str(resolve_checkpoint(run) / "model.safetensors"))
 
 
 def test_deterministic_runs_are_bit_identical(tmp_path):

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from run_weights import final_weights
 
 from oat.cli.main import main
 from oat.train import runner
@@ -16,19 +16,6 @@ from oat.train import runner
 ARGS = ["--data", "digits", "--epochs", "2", "--batch-size", "64", "--deterministic", "--no-eval",
         "--no-progress", "attack_steps=1", "val_size=1000", "keep_checkpoints=3"]
 
-
-@pytest.fixture(autouse=True)
-def _restore_torch_modes():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(False)
-
-
-def final_weights(run) -> dict:
-    name = (run / "checkpoints" / "latest").read_text().strip()
-    return load_file(str(run / "checkpoints" / name / "model.safetensors"))
 
 
 @pytest.fixture(scope="module")

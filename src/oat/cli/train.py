@@ -80,13 +80,14 @@ def run(args) -> int:
         raise ConfigError("under torchrun pass --out RUN (every process must write to the same run folder)")
     out = Path(args.out) if args.out else default_out(cfg)
     main = int(os.environ.get("RANK", "0") or 0) == 0
-    given = [k for k in FLAG_KEYS if getattr(args, k, None) is not None] + list(args.overrides)
-    if args.resume and (given or args.recipe) and main:
-        # Resuming continues the saved run exactly; silently dropping options would mislead.
-        print(f"--resume continues the saved configuration of {out}; ignoring: "
-              f"{', '.join(given + (['--recipe'] if args.recipe else []))}", file=sys.stderr)
     train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
           evaluate=not args.no_eval, dist_timeout=args.dist_timeout)
+    given = [k for k in FLAG_KEYS if getattr(args, k, None) is not None] + list(args.overrides)
+    if args.resume and (given or args.recipe) and main:
+        # Resuming continues the saved run exactly; silently dropping options would mislead. Said
+        # after the run, so that an error stays the only line a failed resume prints.
+        print(f"note: --resume continued the saved configuration; ignored: "
+              f"{', '.join(given + (['--recipe'] if args.recipe else []))}", file=sys.stderr)
     if main:
         print(f"run folder: {out}")
     return 0
