@@ -15,11 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
+from oat.evaluate.plotting import finish_plot, plt
 from oat.evaluate.results import read_results, select_rows
 
 
@@ -109,11 +105,7 @@ def plot_ra_vs_flops(rows: list[dict], ded: dict, path: Path, attack: str) -> No
             ax.annotate(f"λ={lam:g}", (x, y), fontsize=7, textcoords="offset points", xytext=(3, -9))
     ax.set(xlabel="MFLOPs per image", ylabel=f"robust accuracy RA, {attack} (%)",
            title="Robustness against compute (points: λ × width)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_plot(fig, ax, path)
 
 
 def oats_section(main_rows: list[dict], baseline_runs, split: str | None, attack: str, out: Path) -> list[str]:

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 from oat.evaluate.plots_oats import oats_section
+from oat.evaluate.plotting import finish_plot, plt
 from oat.evaluate.report_attacks import attacks_section, checks_section
 from oat.evaluate.results import read_results, select_rows
 from oat.train.checkpoint import atomic_write_text
@@ -76,11 +72,7 @@ def plot_vs_lam(main_rows, ded, path: Path, attack: str) -> None:
         ax.plot(lams, [100 * ded[v]["sa"] for v in lams], "k^", ms=9, mfc="none", label="dedicated SA")
         ax.plot(lams, [100 * ded[v]["ra"] for v in lams], "kv", ms=9, mfc="none", label="dedicated RA")
     ax.set(xlabel="λ", ylabel="accuracy (%)", title=f"SA and RA ({attack}) against λ")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_plot(fig, ax, path)
 
 
 def plot_tradeoff(main_rows, ded, path: Path, attack: str) -> None:
@@ -97,11 +89,7 @@ def plot_tradeoff(main_rows, ded, path: Path, attack: str) -> None:
                 mfc="none", label="dedicated")
     ax.set(xlabel="standard accuracy SA (%)", ylabel=f"robust accuracy RA, {attack} (%)",
            title="SA–RA trade-off (labels: λ)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_plot(fig, ax, path)
 
 
 def write_report(runs, out=None, split: str | None = None) -> Path:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from oat.evaluate.plotting import finish_plot, plt
 
 FAIL = '<span style="color:red">❌ **FAILED**</span>'
 
@@ -26,11 +23,7 @@ def attacks_section(rows: list[dict], out: Path) -> list[str]:
             ax.annotate(f"{r['lam']:g}", (100 * r["sa"], 100 * r["ra"]), fontsize=6, textcoords="offset points",
                         xytext=(3, 3))
     ax.set(xlabel="standard accuracy SA (%)", ylabel="robust accuracy RA (%)", title="SA–RA per attack (labels: λ)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "tradeoff_attacks.png", dpi=120)
-    plt.close(fig)
+    finish_plot(fig, ax, out / "tradeoff_attacks.png")
     lams = sorted({r["lam"] for r in rows})
     lines = ["## RA per attack", "", "| λ | SA | " + " | ".join(attacks) + " |", "|---" * (len(attacks) + 2) + "|"]
     for lam in lams:
