@@ -7,9 +7,9 @@ import json
 
 import torch
 from run_weights import final_weights as weights
+from run_weights import on_objective_call
 
 from oat.cli.main import main
-from oat.train import runner
 from oat.train.checkpoint import resolve_checkpoint
 
 ARGS = ["--data", "digits", "--epochs", "2", "--batch-size", "64", "--no-eval", "--no-progress",
@@ -30,20 +30,7 @@ def test_deterministic_runs_are_bit_identical(tmp_path):
 
 
 def nan_at(call: int, monkeypatch):
-    build = runner.build_objective
-    count = {"n": 0}
-
-    def patched(cfg, eps):
-        obj = build(cfg, eps)
-
-        def wrapped(*a, **kw):
-            count["n"] += 1
-            loss, metrics = obj(*a, **kw)
-            return (loss * float("nan") if count["n"] == call else loss), metrics
-
-        return wrapped
-
-    monkeypatch.setattr(runner, "build_objective", patched)
+    on_objective_call(monkeypatch, call, after=lambda loss: loss * float("nan"))
 
 
 def test_nonfinite_loss_stops_naming_the_step(tmp_path, monkeypatch, capsys):

@@ -8,10 +8,9 @@ import signal
 
 import pytest
 import torch
-from run_weights import final_weights
+from run_weights import final_weights, on_objective_call
 
 from oat.cli.main import main
-from oat.train import runner
 
 ARGS = ["--data", "digits", "--epochs", "2", "--batch-size", "64", "--deterministic", "--no-eval",
         "--no-progress", "attack_steps=1", "val_size=1000", "keep_checkpoints=3"]
@@ -28,22 +27,7 @@ def reference(tmp_path_factory):
 
 def signalling_objective(signum: int, at_call: int, monkeypatch):
     """Make the objective send ``signum`` to this process during its ``at_call``-th call."""
-    build = runner.build_objective
-    calls = {"n": 0}
-
-    def patched(cfg, eps):
-        obj = build(cfg, eps)
-
-        def wrapped(*a, **kw):
-            calls["n"] += 1
-            if calls["n"] == at_call:
-                os.kill(os.getpid(), signum)
-            return obj(*a, **kw)
-
-        return wrapped
-
-    monkeypatch.setattr(runner, "build_objective", patched)
-    return calls
+    return on_objective_call(monkeypatch, at_call, before=lambda: os.kill(os.getpid(), signum))
 
 
 @pytest.mark.parametrize("signum,at_call,code", [(signal.SIGINT, 3, 130), (signal.SIGTERM, 10, 143)])
