@@ -14,15 +14,19 @@ gather/scatter copies; the batched sweep pays off where per-pass overhead domina
 (GPUs, small models). The JSON records what this machine measured.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_sweep.py [--n 192] [--batch-size 96] [--device cpu]
+    OMP_NUM_THREADS=1 python benchmarks/bench_sweep.py --run RUN --n 600 --batch-size 512   # a trained run
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import torch  # noqa: E402  (common puts src/ on the path first)
 from common import Timer, digits_resized, set_threads, synthetic, table, write_result
 
+import oat  # noqa: E402
 from oat.attacks.registry import get_attack  # noqa: E402
 from oat.conditioning import PAPER_LAMS, Conditioning  # noqa: E402
 from oat.evaluate.sweep import sweep  # noqa: E402
@@ -55,9 +59,10 @@ def run_case(name, n, batch_size, device) -> dict:
     model = create_model(arch, Conditioning(lams=PAPER_LAMS), in_channels=ch).to(device).eval()
     lams, eps, k = list(PAPER_LAMS), 8 / 255, len(PAPER_LAMS)
     warm = type(ds)(ds.images[:8], ds.labels[:8], ds.num_classes)
-    sweep(model, warm, lams=lams, widths=[None], attacks=["pgd20"], eps=eps, device=device)
+    sweep(model, warm, lams=lams, widths=[None], attacks=["pgd20"], eps=eps, device=device, batch_lams=True)
     with Timer(device) as t_batched:
-        sweep(model, ds, lams=lams, widths=[None], attacks=["pgd20"], eps=eps, batch_size=batch_size, device=device)
+        sweep(model, ds, lams=lams, widths=[None], attacks=["pgd20"], eps=eps, batch_size=batch_size, device=device,
+              batch_lams=True)
     # The loop gets the same pairs per forward pass as the batched sweep (batch_size // K images × K λ).
     with Timer(device) as t_loop:
         lam_by_lam(model, ds, lams, eps, (batch_size // k) * k, device)
@@ -67,6 +72,29 @@ def run_case(name, n, batch_size, device) -> dict:
             "batched_s": t_batched.seconds, "loop_s": t_loop.seconds}
 
 
+def run_trained(run: str, n: int, batch_size: int, repeats: int, device) -> dict:
+    """The library's two sweep paths on a trained run's test split (PGD-20 at the run's ε),
+    alternated ``repeats`` times; the best time of each is kept."""
+    from oat.data import load_data
+
+    model = oat.load(run, device=device)
+    cfg = json.loads((Path(run) / "config.json").read_text())
+    data = load_data(cfg["config"]["data"], cfg["config"].get("data_dir"), seed=0)
+    eps, lams = float(model.checkpoint_state["eps"]), list(model.spec.lams)
+    kw = dict(lams=lams, widths=[None], attacks=["pgd20"], eps=eps, subset=n, batch_size=batch_size, device=device)
+    best, ra = {True: float("inf"), False: float("inf")}, {}
+    for _ in range(repeats):
+        for batched in (True, False):
+            with Timer(device) as t:
+                res = sweep(model, data.test, batch_lams=batched, **kw)
+            best[batched] = min(best[batched], t.seconds)
+            ra[batched] = [round(float(res.adv[(v, None, "pgd20")].float().mean()), 4) for v in lams]
+    work = n * len(lams)
+    return {"case": f"trained {cfg['config']['data']} OAT ({cfg['config']['model']})", "n": n, "K": len(lams),
+            "batched_img_per_s": work / best[True], "loop_img_per_s": work / best[False],
+            "speedup": best[False] / best[True], "ra_batched": ra[True], "ra_loop": ra[False]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=192, help="images per case")
@@ -74,9 +102,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--run", default=None, help="a trained OAT run folder: time the library's two paths on it")
+    ap.add_argument("--repeats", type=int, default=2, help="with --run: alternating rounds")
     args = ap.parse_args()
     set_threads(args.threads)
     device = torch.device(args.device)
+    if args.run:
+        row = run_trained(args.run, args.n, args.batch_size, args.repeats, device)
+        print(table([row], ["case", "n", "K", "batched_img_per_s", "loop_img_per_s", "speedup"]))
+        write_result("bench_sweep_trained", {"settings": {**vars(args), "attack": "pgd20 (fp32)"}, "rows": [row],
+                                             "note": "img/s counts (image, λ) pairs; the two paths alternate"})
+        return
     rows = [run_case(c, args.n, args.batch_size, device) for c in args.cases]
     print(table(rows, ["case", "n", "K", "batched_img_per_s", "loop_img_per_s", "speedup"]))
     write_result("bench_sweep", {"settings": {"n": args.n, "batch_size": args.batch_size, "attack": "pgd20 (fp32)",

@@ -74,11 +74,20 @@ def machine(device: torch.device) -> dict:
     return info
 
 
+def _script_name() -> str:
+    """The running script relative to the repository root (no machine path in the results)."""
+    script = Path(sys.argv[0]).resolve()
+    try:
+        return script.relative_to(RESULTS.parents[1]).as_posix()
+    except ValueError:
+        return script.name
+
+
 def write_result(name: str, doc: dict, path: Path | None = None) -> Path:
     """Write ``doc`` (plus machine, versions, date, command) as ``results/<name>.json``."""
     device = torch.device(doc.get("settings", {}).get("device", "cpu"))
     full = {"benchmark": name, **doc, "machine": machine(device), "versions": versions(), "date": now_iso(),
-            "command": "python " + " ".join([Path(sys.argv[0]).as_posix().split("/work/main/")[-1], *sys.argv[1:]])}
+            "command": "python " + " ".join([_script_name(), *sys.argv[1:]])}
     path = path or RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -16,6 +16,7 @@ try:
 except ImportError:  # a source checkout that is not pip-installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from clean_training import train_clean  # noqa: E402
 from oat.conditioning import Conditioning  # noqa: E402
 from oat.models import create_model  # noqa: E402
 
@@ -34,7 +35,9 @@ def _restore_torch_globals():
     yield
     # Only when changed: the call imports torch._inductor (seconds).
     if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) != (
-            det, warn):
+        det,
+        warn,
+    ):
         torch.use_deterministic_algorithms(det, warn_only=warn)
 
 
@@ -84,15 +87,4 @@ def trained_digits_model(digits):
     x, y, _, _ = digits
     torch.manual_seed(0)
     model = create_model("small-cnn", Conditioning.dedicated(0.0), in_channels=1, num_classes=10, base=16)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(4):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), 64):
-            idx = perm[i: i + 64]
-            loss = torch.nn.functional.cross_entropy(model(x[idx], 0.0), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+    return train_clean(model, x, y, lambda n: 0.0)

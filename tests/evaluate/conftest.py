@@ -10,6 +10,7 @@ import shutil
 import pytest
 import torch
 
+from clean_training import train_clean
 from oat.conditioning import Conditioning
 from oat.data import load_data
 from oat.models import create_model
@@ -23,27 +24,16 @@ def run_template(tmp_path_factory):
     data = load_data("digits", seed=0)
     x, y = data.train.images.float() / 255.0, data.train.labels
     torch.manual_seed(0)
-    model = create_model("small-cnn", Conditioning(lams=(0.0, 1.0), dim=16), in_channels=1, num_classes=10,
-                         base=16)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(4):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), 64):
-            idx = perm[i: i + 64]
-            lam = (torch.arange(len(idx)) % 2).float()  # both BN/FiLM routes learn
-            loss = torch.nn.functional.cross_entropy(model(x[idx], lam), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
+    model = create_model("small-cnn", Conditioning(lams=(0.0, 1.0), dim=16), in_channels=1, num_classes=10, base=16)
+    # Alternating λ per example: both BN/FiLM routes learn.
+    train_clean(model, x, y, lambda n: (torch.arange(n) % 2).float())
     run = tmp_path_factory.mktemp("run") / "run"
     cfg = {"data": "digits", "model": "small-cnn", "objective": "oat", "seed": 0, "lams": [0.0, 1.0]}
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"config": cfg, "eps": EPS}))
-    save_checkpoint(run / "checkpoints", "epoch-0004", model, state={"epoch": 4, "finished": True, "config": cfg,
-                                                                      "eps": EPS})
+    save_checkpoint(
+        run / "checkpoints", "epoch-0004", model, state={"epoch": 4, "finished": True, "config": cfg, "eps": EPS}
+    )
     return run
 
 

@@ -5,7 +5,6 @@ import shutil
 import pytest
 import torch
 
-from oat.attacks import registry
 from oat.data import load_data
 from oat.evaluate import sweep as sweep_mod
 from oat.evaluate.api import evaluate_run
@@ -28,10 +27,14 @@ def test_batched_lams_equal_lam_by_lam(eval_run, monkeypatch):
     # FGSM has no random start, so the batched path and model.at(λ) one by one must agree exactly.
     model, data = load_model(eval_run), load_data("digits", seed=0)
     kw = dict(lams=[0.0, 1.0], widths=[None], attacks=["fgsm"], eps=0.1, subset=50, batch_size=32)
-    batched = sweep(model, data.test, **kw)
-    monkeypatch.setattr(registry, "BATCHABLE", set())
-    monkeypatch.setattr(sweep_mod, "BATCHABLE", set())
-    one_by_one = sweep(model, data.test, **kw)
+    calls = []
+    real = sweep_mod._run_batched
+    monkeypatch.setattr(sweep_mod, "_run_batched", lambda *a, **k: calls.append(1) or real(*a, **k))
+    batched = sweep(model, data.test, batch_lams=True, **kw)
+    assert calls, "batch_lams=True did not take the batched path"
+    calls.clear()
+    one_by_one = sweep(model, data.test, **kw)  # the CPU default: λ by λ
+    assert not calls, "the CPU default should run λ by λ"
     for key in batched.adv:
         assert torch.equal(batched.adv[key], one_by_one.adv[key])
         assert batched.adv[key].float().mean() < batched.clean[key[:2]].float().mean()
@@ -74,11 +77,10 @@ def test_csv_reproduces_every_row(eval_run):
 
 @pytest.mark.parametrize("batchable", [True, False])
 def test_killed_evaluation_resumes_with_identical_numbers(eval_run, tmp_path, monkeypatch, batchable):
-    if not batchable:  # exercise the λ-by-λ path (AutoAttack's) with a cheap random-start attack
-        monkeypatch.setattr(sweep_mod, "BATCHABLE", set())
+    # batchable=False: the λ-by-λ path (the CPU's and AutoAttack's) with a cheap random-start attack.
     other = tmp_path / "uninterrupted"
     shutil.copytree(eval_run, other)
-    kw = dict(attacks=["pgd20"], subset=60, batch_size=24, **FAST)
+    kw = dict(attacks=["pgd20"], subset=60, batch_size=24, batch_lams=batchable, **FAST)
     evaluate_run(other, **kw)
     name = "_run_batched" if batchable else "_run_one"
     real, calls = getattr(sweep_mod, name), []

@@ -59,7 +59,7 @@ def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("
                  eps: float | None = None, batch_size: int = 512, device="auto", seed: int = 0,
                  progress: bool = False, report: bool = True, log=print, norm: str = "linf",
                  checks: bool = True, check_subset: int = 64, allow_failed_checks: bool = True,
-                 resume: bool = True) -> list[dict]:
+                 resume: bool = True, batch_lams: bool | None = None) -> list[dict]:
     """Evaluate the run's newest checkpoint and merge the rows into ``RUN/results.json``.
 
     Also writes ``RUN/eval/<split>-per-example.csv`` (every row recomputable) and keeps a
@@ -86,6 +86,8 @@ def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("
         allow_failed_checks: if False, a failed check raises :class:`ChecksFailed` (after
             the results are written).
         resume: reuse finished batches recorded by an earlier identical call.
+        batch_lams: attack all λ of an example in one batch; None: on accelerators only
+            (λ by λ is faster on the CPU).
 
     Returns:
         The new rows.
@@ -107,7 +109,8 @@ def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("
     if not resume and jpath.exists():
         jpath.unlink()
     result = sweep(model, dataset, lams=lams, widths=widths, attacks=list(attacks), eps=eps, batch_size=batch_size,
-                   device=device, seed=seed, subset=subset, progress=progress, norm=norm, journal=Journal(jpath))
+                   device=device, seed=seed, subset=subset, progress=progress, norm=norm, journal=Journal(jpath),
+                   batch_lams=batch_lams)
     items = per_example(result, eps=eps, split=split, slimmable=model.spec.slimmable, norm=norm)
     rows = [_annotate(r) for r, _, _ in items]
     if model.spec.slimmable:  # OATS: FLOPs, parameters and latency of each width's slim network

@@ -1,13 +1,16 @@
 """Evaluate a model on λ × width × attack (OAT Sec. 4: SA and RA at every λ of the set).
 
-All λ values of a sweep go through the model together: each example is repeated once per
-λ with a per-example λ, so K values cost one pass over the data per attack, not K
-(in eval mode BN uses running statistics, so an example's result does not depend on its
-batch-mates). Attacks that are not batchable (AutoAttack) run λ by λ on ``model.at``.
-Measured (``benchmarks/bench_sweep.py``, 2-core CPU, same 96 pairs per pass): the
-batched sweep ran at 0.63–0.97× the λ-by-λ loop's speed. A CPU pays per example, not per
-pass, and a batch mixing λ = 0 and λ > 0 adds the dual-BN gather/scatter; the batching is
-for devices where per-pass overhead dominates (GPUs).
+On an accelerator all λ values of a sweep go through the model together: each example is
+repeated once per λ with a per-example λ, so K values cost one pass over the data per
+attack, not K (in eval mode BN uses running statistics, so an example's result does not
+depend on its batch-mates). On the CPU, and for attacks that are not batchable
+(AutoAttack), the sweep runs λ by λ on ``model.at``: a CPU pays per example, not per pass,
+and a batch mixing λ = 0 and λ > 0 cannot use the folded single-branch BN + FiLM of
+``model.at`` (it needs the dual-BN gather/scatter). Measured on the CPU: the batched sweep
+ran at 0.63–0.97× the λ-by-λ loop's speed in ``benchmarks/bench_sweep.py`` (untrained
+models) and 0.68–0.73× on a trained Fashion-MNIST OAT model (PGD-20, 600 images, 6 λ).
+Both paths give the same per-example results for attacks without random starts (tested);
+with random starts they draw different noise (their RNG streams are keyed by the plan).
 
 Evaluation runs in fp32 (autocast disabled): bf16/fp16 input gradients are coarse enough
 to weaken PGD and inflate RA, and results must not depend on the device's AMP default.
@@ -75,7 +78,7 @@ def _correct(predict, x, y) -> torch.Tensor:
 
 def sweep(model, dataset, *, lams, widths, attacks, eps: float, batch_size: int = 512, device="cpu",
           seed: int = 0, subset: int | None = None, progress: bool = False, norm: str = "linf",
-          journal: Journal | None = None) -> SweepResult:
+          journal: Journal | None = None, batch_lams: bool | None = None) -> SweepResult:
     """Clean and adversarial correctness of ``model`` for every (λ, width, attack).
 
     Args:
@@ -92,6 +95,8 @@ def sweep(model, dataset, *, lams, widths, attacks, eps: float, batch_size: int 
         progress: show a progress bar.
         norm: threat model, ``"linf"`` or ``"l2"``.
         journal: where finished batches are recorded and read back (resume).
+        batch_lams: put all λ of a chunk in one batch (batchable attacks only); None: on
+            every device but the CPU (see the module notes).
     """
     model.eval()
     lams = [model.spec.check_lam(v) for v in lams]
@@ -99,6 +104,8 @@ def sweep(model, dataset, *, lams, widths, attacks, eps: float, batch_size: int 
     result = SweepResult(indices=indices, labels=dataset.labels[indices].cpu())
     journal = journal if journal is not None else Journal(None)
     attacks = list(dict.fromkeys(attacks))
+    if batch_lams is None:
+        batch_lams = torch.device(device).type != "cpu"
     total = len(widths) * len(attacks) * len(indices)
     bar = tqdm(total=total, disable=not progress, desc="evaluate", leave=False, dynamic_ncols=True)
     job = dict(model=model, dataset=dataset, indices=indices, lams=lams, eps=eps, norm=norm, seed=seed,
@@ -106,7 +113,7 @@ def sweep(model, dataset, *, lams, widths, attacks, eps: float, batch_size: int 
     with torch.autocast(torch.device(device).type, enabled=False):
         for width in widths:
             for name in attacks:
-                run = _sweep_batched if name in BATCHABLE else _sweep_per_lam
+                run = _sweep_batched if batch_lams and name in BATCHABLE else _sweep_per_lam
                 clean, adv = run(name=name, width=width, batch_size=batch_size, **job)
                 for i, lam in enumerate(lams):
                     result.clean.setdefault((lam, width), clean[i])
