@@ -134,9 +134,11 @@ def test_job_plan_puts_whole_parts_first():
 
 def test_settings_presets_and_train_size():
     fm = tradeoff.settings(tradeoff.parse_args(["--data", "fashion-mnist"]))
-    assert fm["eps"] == 0.1 and fm["train_size"] == 10000
-    assert tradeoff.base_config(fm, None, 0)["val_size"] == 50000
+    assert fm["eps"] == 0.1 and fm["train_size"] is None and fm["ra_subset"] is None  # every image
+    assert tradeoff.base_config(fm, None, 0)["val_size"] is None  # the library's default 5k validation
+    cut = tradeoff.settings(tradeoff.parse_args(["--data", "fashion-mnist", "--train-size", "10000"]))
+    assert tradeoff.base_config(cut, None, 0)["val_size"] == 50000
     full = tradeoff.settings(tradeoff.parse_args(["--data", "fashion-mnist", "--full"]))
-    assert full["train_size"] is None and full["ra_subset"] is None
+    assert full["train_size"] is None and full["ra_subset"] is None and full["epochs"] > fm["epochs"]
     assert tradeoff.base_config(full, None, 0)["val_size"] is None
     assert tradeoff.settings(tradeoff.parse_args(["--data", "digits"]))["eps"] == 0.3
