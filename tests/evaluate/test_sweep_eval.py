@@ -54,8 +54,14 @@ def test_rows_worst_and_ra_not_above_sa(eval_run):
 
 
 def _mean(recs, row, attack):
-    sel = [int(r["correct"]) for r in recs if float(r["lam"]) == row["lam"] and r["attack"] == attack
-           and abs(float(r["eps"]) - row["eps"]) < 1e-9]
+    """The mean of ``attack``'s records on the examples of ``row``'s own attack."""
+
+    def of(name):
+        return [r for r in recs if float(r["lam"]) == row["lam"] and r["attack"] == name
+                and abs(float(r["eps"]) - row["eps"]) < 1e-9]
+
+    idx = {r["index"] for r in of(row["attack"])}
+    sel = [int(r["correct"]) for r in of(attack) if r["index"] in idx]
     assert len(sel) == row["n"]
     return sum(sel) / len(sel)
 
@@ -71,6 +77,13 @@ def test_csv_reproduces_every_row(eval_run):
             assert _mean(recs, row, "clean") == pytest.approx(row["sa"])
     test = read_per_example(eval_run, "test")
     assert {r["index"] for r in test} == {str(i) for i in subset_indices(360, 40, 0).tolist()}
+    # A later call on a smaller subset (AutoAttack's usual case) keeps the SA of the earlier rows
+    # recomputable: clean records merge per example instead of being replaced.
+    evaluate_run(eval_run, attacks=["fgsm"], subset=20, **FAST)
+    doc, recs = read_results(eval_run), read_per_example(eval_run, "test")
+    for row in (r for r in doc["rows"] if r["split"] == "test"):
+        assert _mean(recs, row, "clean") == pytest.approx(row["sa"])
+    assert sum(r["attack"] == "fgsm" for r in recs) == 2 * 20  # fgsm replaced as a whole (2 λ)
     labels = load_data("digits", seed=0).test.labels
     assert all(int(r["label"]) == int(labels[int(r["index"])]) for r in test[:50])
 

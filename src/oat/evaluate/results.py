@@ -84,6 +84,14 @@ def _csv_key(rec: dict) -> tuple:
             round(float(rec["eps"]), 9), rec["norm"])
 
 
+def _keep(rec: dict, new: dict, fresh_clean: set) -> bool:
+    """Whether an existing CSV record survives a merge (see :func:`write_per_example`)."""
+    key = _csv_key(rec)
+    if key not in new:
+        return True
+    return rec["attack"] == "clean" and (key, int(rec["index"])) not in fresh_clean
+
+
 def write_per_example(run, split: str, items, indices, labels) -> Path:
     """Merge per-example outcomes into ``RUN/eval/<split>-per-example.csv`` (atomically).
 
@@ -107,10 +115,14 @@ def write_per_example(run, split: str, items, indices, labels) -> Path:
             recs = [{"index": i, "label": v, **base, "attack": attack, "correct": int(ok)}
                     for i, v, ok in zip(idx, lab, corr.tolist())]
             new.setdefault(_csv_key(recs[0]) if recs else (row["lam"], attack), recs)
+    # An attack's records are replaced as a whole (its row is replaced too); clean correctness
+    # does not depend on the call, so clean records are merged per example: an AutoAttack call on a
+    # 200-image subset must not drop the clean records that a 10k-image PGD row's SA came from.
+    fresh_clean = {(k, int(r["index"])) for k, recs in new.items() if k[2] == "clean" for r in recs}
     old = []
     if path.exists():
         with open(path, newline="") as f:
-            old = [r for r in csv.DictReader(f) if _csv_key(r) not in new]
+            old = [r for r in csv.DictReader(f) if _keep(r, new, fresh_clean)]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
