@@ -32,6 +32,7 @@ import oat  # noqa: E402
 from oat.conditioning import PAPER_LAMS  # noqa: E402
 from oat.errors import DataError  # noqa: E402
 from oat.evaluate.api import evaluate_run  # noqa: E402
+from oat.evaluate.results import per_example_path, read_per_example  # noqa: E402
 
 CONT_LAMS = (0.05, 0.15, 0.25, 0.5, 0.7)
 
@@ -176,6 +177,16 @@ def run_model(folder: Path, cfg: dict, variant: str, seed: int, lam, s: dict, ev
             f"  {attack} (n={rows[0]['n']}) in {time.perf_counter() - t0:.0f} s: "
             + ", ".join(f"λ={r['lam']:g} SA {100 * r['sa']:.1f} RA {100 * r['ra']:.1f}" for r in rows)
         )
+    return _with_same_subset_rows(folder, rec, eval_lams)
+
+
+def _with_same_subset_rows(folder: Path, rec: dict, eval_lams) -> dict:
+    """Add PGD-20 and worst-of-both on AutoAttack's examples (from the run's per-example CSV)."""
+    derived = ("pgd20@aa", "worst@aa")
+    rows = [r for r in rec["rows"] if r["attack"] not in derived]
+    if any(r["attack"] == "autoattack" for r in rows) and per_example_path(folder, "test").exists():
+        rows += ts.same_subset_rows(read_per_example(folder, "test"), eval_lams)
+    rec["rows"] = rows
     return rec
 
 
@@ -328,7 +339,7 @@ def main(argv=None) -> int:
             if args.report_only:
                 rec = _cached(folder, cfg)
                 if rec is not None:
-                    records.append(rec)
+                    records.append(_with_same_subset_rows(folder, rec, eval_lams))
                 continue
             records.append(run_model(folder, cfg, variant, seed, lam, s, eval_lams, print))
             if not args.report_only:

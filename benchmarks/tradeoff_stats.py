@@ -141,6 +141,28 @@ def pct(x: float) -> str:
     return "—" if x is None or math.isnan(x) else f"{100 * x:.2f}"
 
 
+def same_subset_rows(records: list[dict], lams, pgd: str = "pgd20", aa: str = "autoattack") -> list[dict]:
+    """Rows that compare PGD and AutoAttack on the same examples, from per-example CSV records
+    (``oat.evaluate.results.read_per_example``): AutoAttack usually runs on a subset, so its RA
+    and a PGD RA over the whole split differ by sampling too. Per λ: ``<pgd>@aa`` (PGD on the
+    AutoAttack subset) and ``worst@aa`` (robust only if both attacks fail, per example)."""
+    out = []
+    for lam in lams:
+
+        def outcome(attack, lam=lam):
+            return {r["index"]: int(r["correct"]) for r in records
+                    if r["attack"] == attack and abs(float(r["lam"]) - lam) < 1e-6}
+
+        on_aa, on_pgd = outcome(aa), outcome(pgd)
+        idx = [i for i in on_aa if i in on_pgd]
+        if not idx:
+            continue
+        for name, vals in ((f"{pgd}@aa", [on_pgd[i] for i in idx]),
+                           ("worst@aa", [on_pgd[i] & on_aa[i] for i in idx])):
+            out.append({"lam": lam, "attack": name, "ra": sum(vals) / len(idx), "n": len(idx)})
+    return out
+
+
 def markdown(rows: list[dict], title: str) -> str:
     """A Markdown table: per λ SA and RA of the variant vs dedicated, gaps ± std (points)."""
     lines = [

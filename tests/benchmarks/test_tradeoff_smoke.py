@@ -142,3 +142,16 @@ def test_settings_presets_and_train_size():
     assert full["train_size"] is None and full["ra_subset"] is None and full["epochs"] > fm["epochs"]
     assert tradeoff.base_config(full, None, 0)["val_size"] is None
     assert tradeoff.settings(tradeoff.parse_args(["--data", "digits"]))["eps"] == 0.3
+
+
+def test_same_subset_rows_compare_attacks_on_the_same_examples():
+    def recs(attack, lam, outcomes):
+        return [{"index": str(i), "lam": str(lam), "attack": attack, "correct": str(c)} for i, c in outcomes.items()]
+
+    # PGD on 4 examples; AutoAttack on 2 of them (indices 1 and 3), at λ = 0.5 only.
+    records = (recs("pgd20", 0.5, {0: 1, 1: 1, 2: 0, 3: 1}) + recs("autoattack", 0.5, {1: 0, 3: 1})
+               + recs("pgd20", 1.0, {0: 1}))
+    rows = {r["attack"]: r for r in ts.same_subset_rows(records, [0.5, 1.0])}
+    assert set(rows) == {"pgd20@aa", "worst@aa"}  # λ = 1 has no AutoAttack records: no row
+    assert rows["pgd20@aa"]["ra"] == 1.0 and rows["pgd20@aa"]["n"] == 2
+    assert rows["worst@aa"]["ra"] == 0.5 and rows["worst@aa"]["lam"] == 0.5
