@@ -247,8 +247,10 @@ def write_outputs(records: list[dict], s: dict, args, elapsed: float) -> None:
         "command": "python benchmarks/tradeoff.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only"),
         "settings": s,
         "elapsed_s": elapsed,
-        "note": "CPU wall times measured on a 2-core machine shared with other jobs: ratios within this run "
-        "only; pass_ratio counts forward-backward passes and does not depend on load.",
+        "note": "wall times are of the machine in 'machine' (see its load average); read the ratios, which "
+        "pair runs of the same seed and process; pass_ratio counts forward-backward passes and does not "
+        "depend on load.",
+        "machine": _machine(),
         "rows": main + cont,
         "cost": ts.cost(records, "oat", PAPER_LAMS),
         "cost_continuous": ts.cost(records, "oat-continuous", PAPER_LAMS),
@@ -271,6 +273,21 @@ def write_outputs(records: list[dict], s: dict, args, elapsed: float) -> None:
     (out / f"{name}.md").write_text("\n".join(md))
     if args.ablations:
         _write_ablations(records, s, args, out)
+
+
+def _machine() -> dict:
+    import os
+    import platform
+
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()),
+    }
 
 
 def _write_ablations(records, s, args, out: Path) -> None:

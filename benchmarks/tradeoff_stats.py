@@ -150,15 +150,17 @@ def same_subset_rows(records: list[dict], lams, pgd: str = "pgd20", aa: str = "a
     for lam in lams:
 
         def outcome(attack, lam=lam):
-            return {r["index"]: int(r["correct"]) for r in records
-                    if r["attack"] == attack and abs(float(r["lam"]) - lam) < 1e-6}
+            return {
+                r["index"]: int(r["correct"])
+                for r in records
+                if r["attack"] == attack and abs(float(r["lam"]) - lam) < 1e-6
+            }
 
         on_aa, on_pgd = outcome(aa), outcome(pgd)
         idx = [i for i in on_aa if i in on_pgd]
         if not idx:
             continue
-        for name, vals in ((f"{pgd}@aa", [on_pgd[i] for i in idx]),
-                           ("worst@aa", [on_pgd[i] & on_aa[i] for i in idx])):
+        for name, vals in ((f"{pgd}@aa", [on_pgd[i] for i in idx]), ("worst@aa", [on_pgd[i] & on_aa[i] for i in idx])):
             out.append({"lam": lam, "attack": name, "ra": sum(vals) / len(idx), "n": len(idx)})
     return out
 
