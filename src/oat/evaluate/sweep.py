@@ -8,7 +8,7 @@ depend on its batch-mates). On the CPU, and for attacks that are not batchable
 and a batch mixing λ = 0 and λ > 0 cannot use the folded single-branch BN + FiLM of
 ``model.at`` (it needs the dual-BN gather/scatter). Measured on the CPU: the batched sweep
 ran at 0.63–0.97× the λ-by-λ loop's speed in ``benchmarks/bench_sweep.py`` (untrained
-models) and 0.68–0.73× on a trained Fashion-MNIST OAT model (PGD-20, 600 images, 6 λ).
+models) and 0.67× on a trained Fashion-MNIST OAT model (``bench_sweep.py --run``).
 Both paths give the same per-example results for attacks without random starts (tested);
 with random starts they draw different noise (their RNG streams are keyed by the plan).
 
