@@ -270,9 +270,19 @@ def write_outputs(records: list[dict], s: dict, args, elapsed: float) -> None:
         title = "OAT-continuous vs dedicated (trained on λ ~ U(0, 1] with 1/K at 0: no λ > 0 is seen exactly)"
         md.append(ts.markdown(cont, title))
         ts.plot(cont, out / f"{name}-continuous.png", f"{args.data}: OAT-continuous vs dedicated")
+    md.append(_runs_table(records))
     (out / f"{name}.md").write_text("\n".join(md))
     if args.ablations:
         _write_ablations(records, s, args, out)
+
+
+def _runs_table(records: list[dict]) -> str:
+    """Wall time (training only) and forward-backward passes per image of every trained model."""
+    lines = ["### Training runs", "", "| model | seed | λ | wall s | passes per image, all epochs |", "|---|---|---|---|---|"]
+    for r in records:
+        lam = "–" if r["lam"] is None else f"{r['lam']:g}"
+        lines.append(f"| {r['variant']} | {r['seed']} | {lam} | {r['wall_s']:.0f} | {r['passes']:g} |")
+    return "\n".join(lines) + "\n"
 
 
 def _machine() -> dict:
