@@ -278,7 +278,12 @@ def write_outputs(records: list[dict], s: dict, args, elapsed: float) -> None:
 
 def _runs_table(records: list[dict]) -> str:
     """Wall time (training only) and forward-backward passes per image of every trained model."""
-    lines = ["### Training runs", "", "| model | seed | λ | wall s | passes per image, all epochs |", "|---|---|---|---|---|"]
+    lines = [
+        "### Training runs",
+        "",
+        "| model | seed | λ | wall s | passes per image, all epochs |",
+        "|---|---|---|---|---|",
+    ]
     for r in records:
         lam = "–" if r["lam"] is None else f"{r['lam']:g}"
         lines.append(f"| {r['variant']} | {r['seed']} | {lam} | {r['wall_s']:.0f} | {r['passes']:g} |")

@@ -97,3 +97,29 @@ def test_dual_bn_layer_routes_by_index():
     single = DualBN(3, dual=False)
     assert len(single.bns[0]) == 1
     assert single(x, ctx).shape == x.shape
+
+
+def test_clean_prefix_slices_equal_the_gather_route(tiny_model):
+    # The OAT sampler puts λ = 0 first: the slice + cat route must equal the index route exactly
+    # (outputs, parameter gradients and running statistics), in training mode.
+    import dataclasses
+
+    x, lam = _mixed_batch()
+    order = torch.argsort((lam > 0).int(), stable=True)
+    x, lam = x[order], lam[order]
+    ctx = tiny_model.condition(lam, None, x.shape[0])
+    assert ctx.route == "mixed" and ctx.n_clean_prefix == int((lam == 0).sum())
+    shuffled = tiny_model.condition(lam[torch.tensor([9, *range(1, 9), 0])], None, 10)
+    assert shuffled.n_clean_prefix is None  # a λ > 0 example before a λ = 0 one: the gather route
+    results = []
+    for c in (ctx, dataclasses.replace(ctx, n_clean_prefix=None)):
+        m = copy.deepcopy(tiny_model).train()
+        out = m.forward_ctx(x, c)
+        out.square().sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in m.parameters() if p.grad is not None],
+                        _stats(m, 0) + _stats(m, 1)))
+    (o1, g1, s1), (o2, g2, s2) = results
+    torch.testing.assert_close(o1, o2)
+    assert len(g1) == len(g2) > 0
+    for a, b in zip(g1 + s1, g2 + s2):
+        torch.testing.assert_close(a, b)

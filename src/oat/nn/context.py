@@ -22,6 +22,8 @@ class Ctx:
         inverse: ``(N,)`` index of each example's λ into ``enc`` (None when U == 1).
         route: ``"clean"``, ``"adv"`` or ``"mixed"`` (dual BN only).
         clean_idx / adv_idx: example indices of each BN branch when ``route == "mixed"``.
+        n_clean_prefix: when the clean examples are exactly the first k of a mixed batch (as
+            the OAT sampler orders them), k: the branches are then two slices and a ``cat``.
         width: active width multiplier; width_idx: its index in the trained widths.
         film_cache: when a dict, FiLM scale/shift are computed once (without gradients
             w.r.t. parameters) and reused, e.g. across the steps of an attack.
@@ -32,6 +34,7 @@ class Ctx:
     route: str
     clean_idx: torch.Tensor | None = None
     adv_idx: torch.Tensor | None = None
+    n_clean_prefix: int | None = None
     width: float = 1.0
     width_idx: int = 0
     film_cache: dict | None = field(default=None, repr=False)

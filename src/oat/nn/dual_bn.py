@@ -34,6 +34,9 @@ class DualBN(nn.Module):
             return pair[0](x)
         if ctx.route == "adv":
             return pair[1](x)
+        k = ctx.n_clean_prefix
+        if k is not None:  # same branches and batch statistics as the gather below, fewer copies
+            return torch.cat([pair[0](x[:k]), pair[1](x[k:])])
         out = torch.empty_like(x)
         out[ctx.clean_idx] = pair[0](x[ctx.clean_idx])
         out[ctx.adv_idx] = pair[1](x[ctx.adv_idx])
