@@ -34,6 +34,14 @@ def torchrun(run: Path, *extra: str, env_extra: dict | None = None) -> subproces
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _failure_lines(out: str) -> str:
+    """What a failed torchrun printed that names the cause (a rank's own error, an abort), then its tail:
+    torchrun's summary alone only says which rank died."""
+    keys = ("error", "terminate", "abort", "exception", "what()", "traceback", "nonfinite", "sync")
+    causes = [ln for ln in out.splitlines() if any(k in ln.lower() for k in keys) and "elastic" not in ln]
+    return "\n".join(causes[:40]) + "\n---\n" + out[-1500:]
+
+
 # --------------------------------------------------------------------------- in-process
 def test_shards_disjoint_and_covering():
     ds = ArrayDataset(torch.zeros(103, 1, 2, 2, dtype=torch.uint8), torch.zeros(103, dtype=torch.int64), 10)
@@ -84,7 +92,7 @@ def test_two_processes_match_one(tmp_path):
     torch.set_num_threads(1)
     assert main(["train", "--out", str(one), "--epochs", "5", *ARGS]) == 0  # meanwhile, 1 process
     out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out[-2000:]
+    assert proc.returncode == 0, _failure_lines(out)
     meta = json.loads((two / "config.json").read_text())
     assert meta["world_size"] == 2 and meta["distributed"]["batch_per_rank"] == 32
     log = (two / "log.jsonl").read_text().splitlines()
