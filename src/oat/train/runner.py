@@ -125,6 +125,11 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = Fals
         cfg, resuming = _prepare(cfg, out, resume, overwrite, info)
         state = _train(cfg, out, resuming, overwrite, info, device, progress and info.is_main,
                        log if info.is_main else _quiet, step_hook)
+        if not state.stopped:
+            # Every rank reaches the teardown together: a rank that destroyed its gloo group while
+            # the other was still writing the last checkpoint aborted at exit ("terminate called
+            # without an active exception"), failing an otherwise finished run.
+            ddp.barrier(info)
     finally:
         ddp.cleanup()
     if state.stopped:
