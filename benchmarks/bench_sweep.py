@@ -20,8 +20,6 @@ gather/scatter copies; the batched sweep pays off where per-pass overhead domina
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch  # noqa: E402  (common puts src/ on the path first)
 from common import Timer, digits_resized, set_threads, synthetic, table, write_result
@@ -75,22 +73,22 @@ def run_case(name, n, batch_size, device) -> dict:
 def run_trained(run: str, n: int, batch_size: int, repeats: int, device) -> dict:
     """The library's two sweep paths on a trained run's test split (PGD-20 at the run's ε),
     alternated ``repeats`` times; the best time of each is kept."""
-    from oat.data import load_data
+    from oat.evaluate.api import _dataset  # the split `oat evaluate` would use
 
     model = oat.load(run, device=device)
-    cfg = json.loads((Path(run) / "config.json").read_text())
-    data = load_data(cfg["config"]["data"], cfg["config"].get("data_dir"), seed=0)
+    cfg = model.checkpoint_state["config"]
+    test = _dataset(model, "test")
     eps, lams = float(model.checkpoint_state["eps"]), list(model.spec.lams)
     kw = dict(lams=lams, widths=[None], attacks=["pgd20"], eps=eps, subset=n, batch_size=batch_size, device=device)
     best, ra = {True: float("inf"), False: float("inf")}, {}
     for _ in range(repeats):
         for batched in (True, False):
             with Timer(device) as t:
-                res = sweep(model, data.test, batch_lams=batched, **kw)
+                res = sweep(model, test, batch_lams=batched, **kw)
             best[batched] = min(best[batched], t.seconds)
             ra[batched] = [round(float(res.adv[(v, None, "pgd20")].float().mean()), 4) for v in lams]
     work = n * len(lams)
-    return {"case": f"trained {cfg['config']['data']} OAT ({cfg['config']['model']})", "n": n, "K": len(lams),
+    return {"case": f"trained {cfg['data']} OAT ({cfg['model']})", "n": n, "K": len(lams),
             "batched_img_per_s": work / best[True], "loop_img_per_s": work / best[False],
             "speedup": best[False] / best[True], "ra_batched": ra[True], "ra_loop": ra[False]}
 

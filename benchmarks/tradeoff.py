@@ -26,7 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import torch  # noqa: E402
 import tradeoff_stats as ts  # noqa: E402
+from common import machine  # noqa: E402
 
 import oat  # noqa: E402
 from oat.conditioning import PAPER_LAMS  # noqa: E402
@@ -250,7 +252,7 @@ def write_outputs(records: list[dict], s: dict, args, elapsed: float) -> None:
         "note": "wall times are of the machine in 'machine' (see its load average); read the ratios, which "
         "pair runs of the same seed and process; pass_ratio counts forward-backward passes and does not "
         "depend on load.",
-        "machine": _machine(),
+        "machine": machine(torch.device("cpu")),
         "rows": main + cont,
         "cost": ts.cost(records, "oat", PAPER_LAMS),
         "cost_continuous": ts.cost(records, "oat-continuous", PAPER_LAMS),
@@ -288,21 +290,6 @@ def _runs_table(records: list[dict]) -> str:
         lam = "–" if r["lam"] is None else f"{r['lam']:g}"
         lines.append(f"| {r['variant']} | {r['seed']} | {lam} | {r['wall_s']:.0f} | {r['passes']:g} |")
     return "\n".join(lines) + "\n"
-
-
-def _machine() -> dict:
-    import os
-    import platform
-
-    import torch
-
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "load_average": list(os.getloadavg()),
-    }
 
 
 def _write_ablations(records, s, args, out: Path) -> None:

@@ -112,7 +112,9 @@ def test_clean_prefix_slices_equal_the_gather_route(tiny_model):
     shuffled = tiny_model.condition(lam[torch.tensor([9, *range(1, 9), 0])], None, 10)
     assert shuffled.n_clean_prefix is None  # a λ > 0 example before a λ = 0 one: the gather route
     results = []
-    for c in (ctx, dataclasses.replace(ctx, n_clean_prefix=None)):
+    k = ctx.n_clean_prefix
+    gather = dataclasses.replace(ctx, n_clean_prefix=None, clean_idx=torch.arange(k), adv_idx=torch.arange(k, 10))
+    for c in (ctx, gather):
         m = copy.deepcopy(tiny_model).train()
         out = m.forward_ctx(x, c)
         out.square().sum().backward()

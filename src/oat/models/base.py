@@ -58,13 +58,13 @@ class ConditionedNet(nn.Module):
         values = [self.spec.check_lam(float(v)) for v in uniq.tolist()]
         clean = lam <= LAM_TOL
         n_clean = int(clean.sum())
-        prefix = None
+        route, cidx, aidx, prefix = "mixed", None, None, None
         if n_clean == 0 or n_clean == lam.shape[0]:
-            route, cidx, aidx = ("clean" if n_clean else "adv"), None, None
+            route = "clean" if n_clean else "adv"
+        elif bool(clean[:n_clean].all()):  # λ = 0 first (the OAT sampler's order): slices, no gather
+            prefix = n_clean
         else:
-            route, cidx, aidx = "mixed", clean.nonzero().squeeze(1), (~clean).nonzero().squeeze(1)
-            if bool(clean[:n_clean].all()):  # λ = 0 first (the OAT sampler's order): slices, no gather
-                prefix = n_clean
+            cidx, aidx = clean.nonzero().squeeze(1), (~clean).nonzero().squeeze(1)
         return Ctx(enc=self._encode(values), inverse=None if len(values) == 1 else inverse,
                    route=route, clean_idx=cidx, adv_idx=aidx, n_clean_prefix=prefix, **ctx_kw)
 

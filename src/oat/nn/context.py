@@ -21,7 +21,8 @@ class Ctx:
         enc: encodings of the distinct λ values of the batch, ``(U, d)``, or None (no FiLM).
         inverse: ``(N,)`` index of each example's λ into ``enc`` (None when U == 1).
         route: ``"clean"``, ``"adv"`` or ``"mixed"`` (dual BN only).
-        clean_idx / adv_idx: example indices of each BN branch when ``route == "mixed"``.
+        clean_idx / adv_idx: example indices of each BN branch when ``route == "mixed"`` and
+            the clean examples are not a prefix.
         n_clean_prefix: when the clean examples are exactly the first k of a mixed batch (as
             the OAT sampler orders them), k: the branches are then two slices and a ``cat``.
         width: active width multiplier; width_idx: its index in the trained widths.
