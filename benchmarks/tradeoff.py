@@ -90,6 +90,22 @@ ABLATIONS = {
 }
 
 
+# OAT variants beyond the paper (each a TrainConfig setting; see oat.nn.film, oat.train.sampling,
+# oat.train.warm_start). "warm" starts from the same seed's dedicated λ = 0 (clean) model, so its
+# cost is that model's plus its own.
+VARIANTS = {
+    "oat": {},
+    "oat-id": {"film_form": "identity"},
+    "oat-id-w": {"film_form": "identity", "lam_weights": [1, 1, 1, 1, 4]},
+    "oat-id-z": {"film_form": "identity", "zero_share": 0.3},
+    "oat-id-zw": {"film_form": "identity", "zero_share": 0.3, "lam_weights": [1, 1, 1, 1, 4]},
+    "oat-id-warm": {"film_form": "identity", "init_from": "@dedicated-lam-0"},
+    "oat-id-zw-warm": {"film_form": "identity", "zero_share": 0.3, "lam_weights": [1, 1, 1, 1, 4],
+                       "init_from": "@dedicated-lam-0"},
+}
+WARM_FROM = {"@dedicated-lam-0": 0.0}
+
+
 def settings(args) -> dict:
     """The resolved benchmark settings for ``args``."""
     s = {**PRESETS[args.data], **(FULL[args.data] if args.full else {})}
@@ -105,6 +121,7 @@ def settings(args) -> dict:
         aa_subset=args.aa_subset,
         lams=list(PAPER_LAMS),
         full=args.full,
+        variants=list(args.variants),
     )
     return s
 
@@ -142,7 +159,8 @@ def run_model(folder: Path, cfg: dict, variant: str, seed: int, lam, s: dict, ev
             oat.TrainConfig.from_dict(cfg), folder, overwrite=True, progress=False, evaluate=False, log=lambda *_: None
         )
         wall = time.perf_counter() - t0
-        per_ex = ts.passes_per_example(cfg["objective"], cfg.get("lam", 1.0), len(PAPER_LAMS), cfg["batch_size"])
+        per_ex = ts.passes_per_example(cfg["objective"], cfg.get("lam", 1.0), len(PAPER_LAMS), cfg["batch_size"],
+                                       zero_share=cfg.get("zero_share"))
         rec = {
             "variant": variant,
             "seed": seed,
@@ -230,7 +248,11 @@ def jobs(s: dict, continuous: bool, ablations: bool) -> list[tuple]:
             if name not in ("oat", "oat-continuous")
         ]
 
-    parts = [main] + ([cont] if continuous else []) + ([abl] if ablations else [])
+    def variants(seed):
+        return [(name, seed, None, {"objective": "oat", **VARIANTS[name]}, PAPER_LAMS)
+                for name in s["variants"] if name != "oat"]
+
+    parts = [main, variants] + ([cont] if continuous else []) + ([abl] if ablations else [])
     return [job for part in parts for seed in s["seeds"] for job in part(seed)]
 
 
@@ -253,9 +275,10 @@ def write_outputs(records: list[dict], s: dict, args, elapsed: float) -> None:
         "pair runs of the same seed and process; pass_ratio counts forward-backward passes and does not "
         "depend on load.",
         "machine": machine(torch.device("cpu")),
-        "rows": main + cont,
+        "rows": main + cont + [r for v in s["variants"] if v != "oat" for r in ts.compare(records, args.data, v)],
         "cost": ts.cost(records, "oat", PAPER_LAMS),
         "cost_continuous": ts.cost(records, "oat-continuous", PAPER_LAMS),
+        "cost_variants": {v: ts.cost(records, v, PAPER_LAMS) for v in s["variants"]},
         "runs": [{k: r[k] for k in ("variant", "seed", "lam", "wall_s", "passes")} for r in records],
     }
     (out / f"{name}.json").write_text(json.dumps(doc, indent=1))
@@ -268,6 +291,12 @@ def write_outputs(records: list[dict], s: dict, args, elapsed: float) -> None:
             f"({c['dedicated_wall_s']:.0f} s / {c['oat_wall_s']:.0f} s), passes {c['pass_ratio']:.2f}×.\n"
         )
         ts.plot(main, out / f"{name}.png", f"{args.data}: OAT vs dedicated")
+    for v in s["variants"]:
+        if v != "oat" and (rows := ts.compare(records, args.data, v)):
+            md.append(ts.markdown(rows, f"{v} ({VARIANTS[v]}) vs dedicated"))
+    if len(s["variants"]) > 1 and main:
+        curves = {v: ts.compare(records, args.data, v) for v in s["variants"]}
+        ts.plot_curves(curves, out / f"{name}-curves.png", f"{args.data}: SA vs RA, every variant")
     if cont:
         title = "OAT-continuous vs dedicated (trained on λ ~ U(0, 1] with 1/K at 0: no λ > 0 is seen exactly)"
         md.append(ts.markdown(cont, title))
@@ -332,6 +361,8 @@ def parse_args(argv=None):
     p.add_argument("--full", action="store_true", help="paper-scale settings (for a GPU)")
     p.add_argument("--continuous", action="store_true")
     p.add_argument("--ablations", action="store_true")
+    p.add_argument("--variants", nargs="+", default=["oat"], choices=sorted(VARIANTS),
+                   help="OAT variants to train besides the paper's (default: the paper's only)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--runs", default="runs/tradeoff", help="where the trained models go")
     p.add_argument("--out", default="benchmarks/results")
@@ -353,6 +384,8 @@ def main(argv=None) -> int:
         for variant, seed, lam, ov, eval_lams in jobs(s, args.continuous, args.ablations):
             folder = Path(args.runs) / args.data / f"seed-{seed}" / folder_name(variant, lam)
             cfg = {**base_config(s, args.data_dir, seed), **ov}
+            if cfg.get("init_from") in WARM_FROM:  # a model of this seed, trained earlier in the job list
+                cfg["init_from"] = str(folder.parent / folder_name("dedicated", WARM_FROM[cfg["init_from"]]))
             if any(r["variant"] == variant and r["seed"] == seed and r["lam"] == lam for r in records):
                 continue
             if args.report_only:

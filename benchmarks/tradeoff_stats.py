@@ -124,16 +124,18 @@ def cost(records: list[dict], variant: str = "oat", lams=None) -> dict:
     }
 
 
-def passes_per_example(objective: str, lam: float = 1.0, num_lams: int = 6, batch: int = 128, steps: int = 7) -> float:
+def passes_per_example(objective: str, lam: float = 1.0, num_lams: int = 6, batch: int = 128, steps: int = 7,
+                       zero_share: float | None = None) -> float:
     """Forward-backward passes one training example costs (PGD steps + the training passes).
 
     PGD-AT at λ: a clean pass unless λ = 1, and ``steps`` attack passes + one adversarial pass
-    unless λ = 0. OAT: every example's clean pass; the attacked share (all but ceil(B/K)) pays
-    ``steps + 1`` more.
+    unless λ = 0. OAT: every example's clean pass; the attacked share (all but ceil(B/K), or all
+    but ``zero_share`` of the batch) pays ``steps + 1`` more.
     """
     if objective == "pgdat":
         return (lam < 1) + (lam > 0) * (steps + 1)
-    attacked = (batch - math.ceil(batch / num_lams)) / batch
+    n0 = math.ceil(batch / num_lams) if zero_share is None else round(zero_share * batch)
+    attacked = (batch - n0) / batch
     return 1 + attacked * (steps + 1)
 
 
@@ -210,6 +212,36 @@ def plot(rows: list[dict], path, title: str) -> None:
         ax.set_title(f"{title} — RA: {attack}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_curves(curves: dict[str, list[dict]], path, title: str) -> None:
+    """SA against RA: one curve per variant (points at its λ or α values), dedicated models as points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    attacks = sorted({r["attack"] for rows in curves.values() for r in rows})
+    fig, axes = plt.subplots(1, len(attacks), figsize=(6 * len(attacks), 4.5), squeeze=False)
+    for ax, attack in zip(axes[0], attacks):
+        ded = {}
+        for name, rows in curves.items():
+            rs = sorted((r for r in rows if r["attack"] == attack), key=lambda r: r["lam"])
+            if not rs:
+                continue
+            ax.plot([100 * r["ra_oat"] for r in rs], [100 * r["sa_oat"] for r in rs], "o-", label=name, ms=4)
+            ded.update({round(r["lam"], 6): r for r in rs if "sa_dedicated" in r})
+        d = sorted(ded.values(), key=lambda r: r["lam"])
+        ax.plot([100 * r["ra_dedicated"] for r in d], [100 * r["sa_dedicated"] for r in d], "k*--", ms=9,
+                label="dedicated (one model per λ)")
+        ax.set_xlabel(f"RA, {attack} (%)")
+        ax.set_ylabel("SA (%)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

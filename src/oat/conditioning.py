@@ -23,6 +23,8 @@ from oat.errors import ConfigError, LamError, WidthError
 LAM_TOL = 1e-6
 WIDTH_TOL = 1e-6
 PAPER_LAMS = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
+# FiLM parametrisations (see oat.nn.film): the authors' first, the default.
+FILM_FORMS = ("reference", "identity")
 
 
 # --------------------------------------------------------------------------- encodings
@@ -111,6 +113,8 @@ class Conditioning:
         dual_bn: separate BN statistics for λ == 0 (clean) and λ > 0 (adversarial).
         widths: trained width multipliers (``(1.0,)`` for a model that is not slimmable).
         seed: seed of the random-orthogonal table (the table itself is stored too).
+        film_form: ``"reference"`` (the authors' leaky_relu scale) or ``"identity"`` (scale
+            1 + Δ starting at the identity); see :mod:`oat.nn.film`.
     """
 
     lams: tuple[float, ...] = PAPER_LAMS
@@ -120,6 +124,7 @@ class Conditioning:
     dual_bn: bool = True
     widths: tuple[float, ...] = (1.0,)
     seed: int = 0
+    film_form: str = "reference"
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
@@ -136,6 +141,8 @@ class Conditioning:
                 raise ConfigError(f"width multiplier {w} is outside (0, 1]")
         if self.film and self.encoding not in ENCODINGS:
             raise ConfigError(f"unknown λ encoding {self.encoding!r}; known: {', '.join(list_encodings())}")
+        if self.film_form not in FILM_FORMS:
+            raise ConfigError(f"unknown FiLM form {self.film_form!r}; known: {', '.join(FILM_FORMS)}")
         if self.film and ENCODINGS[self.encoding].index_based and len(self.lams) > self.dim:
             raise ConfigError(f"{len(self.lams)} λ values do not fit a {self.dim}-row encoding table")
 

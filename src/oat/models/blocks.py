@@ -23,7 +23,7 @@ class Norm(nn.Module):
     def __init__(self, channels: int, spec: Conditioning, film: bool = True):
         super().__init__()
         self.bn = DualBN(channels, spec.widths, spec.dual_bn)
-        self.film = FiLM(channels, spec.enc_dim) if (spec.film and film) else None
+        self.film = FiLM(channels, spec.enc_dim, spec.film_form) if (spec.film and film) else None
 
     def forward(self, x: torch.Tensor, ctx: Ctx) -> torch.Tensor:
         if self.film is not None and ctx.film_cache is not None and not self.training and ctx.route != "mixed":

@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from oat.conditioning import PAPER_LAMS
+from oat.conditioning import FILM_FORMS, PAPER_LAMS
 from oat.errors import ConfigError
+from oat.train.sampling import LamSampling
 
 OBJECTIVES = ("pgdat", "oat", "oats")
+# Encodings whose OAT training draws λ ~ U(0, max λ] rather than from the discrete set.
+CONTINUOUS_DRAW = ("continuous", "scalar")
 
 
 @dataclass
@@ -51,6 +54,11 @@ class TrainConfig:
     device: str = "auto"
     keep_checkpoints: int = 2
     nonfinite: str = "stop"
+    # Beyond the paper (defaults = the reference): see oat.nn.film and oat.train.sampling.
+    film_form: str = "reference"
+    zero_share: float | None = None
+    lam_weights: list | None = None
+    init_from: str | None = None
     eval_attacks: list = field(default_factory=lambda: ["pgd20"])
     eval_split: str = "val"
     eval_subset: int | None = None
@@ -74,6 +82,17 @@ class TrainConfig:
             raise ConfigError(f"eps is in pixel units of [0, 1]; got {self.eps}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive; got {self.lr}")
+        self._validate_beyond_paper()
+
+    def _validate_beyond_paper(self) -> None:
+        if self.film_form not in FILM_FORMS:
+            raise ConfigError(f"unknown film_form {self.film_form!r}; known: {', '.join(FILM_FORMS)}")
+        sampling = (self.zero_share, self.lam_weights)
+        if self.objective == "pgdat" and sampling != (None, None):
+            raise ConfigError("zero_share and lam_weights set the λ draw of oat/oats; a pgdat model has one λ")
+        if self.objective != "pgdat":
+            weights = None if self.lam_weights is None else tuple(self.lam_weights)
+            LamSampling(self.zero_share, weights).check(tuple(self.lams), self.encoding in CONTINUOUS_DRAW)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

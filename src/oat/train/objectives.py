@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from oat.attacks import pgd, train_step_size
 from oat.models.base import ConditionedNet
-from oat.train.sampling import sample_lams
+from oat.train.sampling import LamSampling, sample_lams
 
 
 @dataclass
@@ -97,11 +97,18 @@ class OAT:
 
     name = "oat"
 
-    def __init__(self, lams: tuple[float, ...], attack: AttackConfig, continuous: bool = False):
+    def __init__(self, lams: tuple[float, ...], attack: AttackConfig, continuous: bool = False,
+                 sampling: LamSampling = LamSampling()):
         self.lams, self.attack, self.continuous = tuple(lams), attack, continuous
+        sampling.check(self.lams, continuous)
+        self.sampling = sampling
+
+    def sample(self, batch_size: int, generator=None) -> tuple[torch.Tensor, int]:
+        """Per-example λ of one batch (zeros first) and the number of zeros."""
+        return sample_lams(batch_size, self.lams, generator, self.continuous, self.sampling)
 
     def __call__(self, model, x, y, generator=None, width=None):
-        lam, n0 = sample_lams(x.shape[0], self.lams, generator, self.continuous)
+        lam, n0 = self.sample(x.shape[0], generator)
         return self.loss(model, x, y, lam.to(x.device), n0, generator, width)
 
     def loss(self, model, x, y, lam, n0, generator=None, width=None):
@@ -134,8 +141,8 @@ class OATS(OAT):
     name = "oats"
 
     def __init__(self, lams, attack: AttackConfig, widths: tuple[float, ...], continuous: bool = False,
-                 backward_per_width: bool = True):
-        super().__init__(lams, attack, continuous)
+                 backward_per_width: bool = True, sampling: LamSampling = LamSampling()):
+        super().__init__(lams, attack, continuous, sampling)
         self.widths = tuple(sorted(widths, reverse=True))
         self.backward_per_width = backward_per_width
 
@@ -147,7 +154,7 @@ class OATS(OAT):
             params = [p for p in model.parameters() if p.requires_grad]
         total, grads, merged = None, None, {}
         for w in self.widths:
-            lam, n0 = sample_lams(x.shape[0], self.lams, generator, self.continuous)
+            lam, n0 = self.sample(x.shape[0], generator)
             loss, m = self.loss(model, x, y, lam.to(x.device), n0, generator, w)
             if params is not None:
                 g = torch.autograd.grad(loss, params, allow_unused=True)

@@ -31,9 +31,11 @@ from oat.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from oat.train.config import TrainConfig
+from oat.train.config import CONTINUOUS_DRAW, TrainConfig
 from oat.train.loop import LoopState, StopFlag, catch_signals, fit
 from oat.train.objectives import OAT, OATS, PGDAT, AttackConfig
+from oat.train.sampling import LamSampling
+from oat.train.warm_start import init_from_run
 
 
 def build_spec(cfg: TrainConfig) -> Conditioning:
@@ -46,17 +48,18 @@ def build_spec(cfg: TrainConfig) -> Conditioning:
     if cfg.objective == "pgdat":
         return Conditioning.dedicated(cfg.lam, widths)
     return Conditioning(lams=tuple(cfg.lams), encoding=cfg.encoding, dim=cfg.enc_dim, film=True,
-                        dual_bn=cfg.dual_bn, widths=widths, seed=cfg.seed)
+                        dual_bn=cfg.dual_bn, widths=widths, seed=cfg.seed, film_form=cfg.film_form)
 
 
 def build_objective(cfg: TrainConfig, eps: float):
     attack = AttackConfig(eps=eps, steps=cfg.attack_steps, norm=cfg.attack_norm)
-    continuous = cfg.encoding in ("continuous", "scalar")
+    continuous = cfg.encoding in CONTINUOUS_DRAW
     if cfg.objective == "pgdat":
         return PGDAT(cfg.lam, attack)
+    sampling = LamSampling(cfg.zero_share, None if cfg.lam_weights is None else tuple(cfg.lam_weights))
     if cfg.objective == "oats":
-        return OATS(tuple(cfg.lams), attack, tuple(cfg.widths), continuous)
-    return OAT(tuple(cfg.lams), attack, continuous)
+        return OATS(tuple(cfg.lams), attack, tuple(cfg.widths), continuous, sampling=sampling)
+    return OAT(tuple(cfg.lams), attack, continuous, sampling)
 
 
 def has_run(out: Path) -> bool:
@@ -182,6 +185,9 @@ def _train(cfg: TrainConfig, out: Path, resuming: bool, overwrite: bool, info, d
     state = LoopState()
     if resuming:
         state = _restore(out, model, optimizer, info)
+    elif cfg.init_from:
+        copied, fresh = init_from_run(model, cfg.init_from)
+        log(f"init_from {cfg.init_from}: {copied} tensors copied, {fresh} at initialisation (FiLM, λ table)")
         log(f"resuming {out} after epoch {state.epoch}/{cfg.epochs}" +
             (f" + {state.batch} batches" if state.batch else ""))
     # drop_last with several ranks: every rank must take the same number of steps.
