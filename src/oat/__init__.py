@@ -9,7 +9,7 @@ width) at test time::
     clf = model.at(1.0)                        # plain nn.Module x -> logits
 
 The CLI's sub-commands are library calls: :func:`fit` (``oat train``), :func:`evaluate_run`
-(``oat evaluate``), :func:`report` (``oat report``), :func:`run_demo` (``oat demo``). They are
+(``oat evaluate``), :func:`report` (``oat report``), :func:`mix` (``oat mix``), :func:`run_demo` (``oat demo``). They are
 not named ``train``/``evaluate``/``demo`` because those are the subpackages ``oat.train``,
 ``oat.evaluate`` and the module ``oat.demo``, which a function of the same name would shadow.
 """
@@ -45,6 +45,13 @@ def report(runs, out=None, **kwargs):
     return write_report(runs, out, **kwargs)
 
 
+def mix(run_a, run_b, out, **kwargs):
+    """Blend two trained runs into a run folder as ``oat mix`` does; see :func:`oat.blend.mix`."""
+    from oat.blend import mix as _mix
+
+    return _mix(run_a, run_b, out, **kwargs)
+
+
 def run_demo(out=None, **kwargs):
     """Run the main job on digits as ``oat demo`` does; see :func:`oat.demo.run_demo`."""
     from oat.demo import run_demo as _run_demo
@@ -53,5 +60,5 @@ def run_demo(out=None, **kwargs):
 
 
 __all__ = ["PAPER_LAMS", "Conditioning", "TrainConfig", "create_model", "evaluate_run", "fit", "list_models",
-           "load", "report", "run_demo"]
+           "load", "mix", "report", "run_demo"]
 

@@ -12,7 +12,7 @@ import sys
 
 from oat.errors import OatError, TrainingInterrupted
 
-COMMANDS = ("train", "evaluate", "report", "demo", "models", "recipes")
+COMMANDS = ("train", "evaluate", "report", "mix", "demo", "models", "recipes")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -86,3 +86,17 @@ def wrn_34_10(spec, dropout: float = 0.0, **kw):
 @register_model("wrn-16-1", "WideResNet-16-1 (0.18M), a small CPU-friendly residual net")
 def wrn_16_1(spec, dropout: float = 0.0, **kw):
     return wide_resnet(spec, 16, 1, dropout, **kw)
+
+
+@register_model("mix-outputs", "two trained models mixed by α on their probabilities or logits (a baseline)")
+def mix_outputs(spec, **kw):
+    from oat.models.mixture import OutputMixture
+
+    return OutputMixture(spec, **kw)
+
+
+@register_model("interp-weights", "one network with the weights of two trained models interpolated by α")
+def interp_weights(spec, **kw):
+    from oat.models.mixture import WeightInterpolation
+
+    return WeightInterpolation(spec, **kw)
