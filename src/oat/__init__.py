@@ -9,7 +9,8 @@ width) at test time::
     clf = model.at(1.0)                        # plain nn.Module x -> logits
 
 The CLI's sub-commands are library calls: :func:`fit` (``oat train``), :func:`evaluate_run`
-(``oat evaluate``), :func:`report` (``oat report``), :func:`mix` (``oat mix``), :func:`run_demo` (``oat demo``). They are
+(``oat evaluate``), :func:`report` (``oat report``), :func:`mix` (``oat mix``), :func:`run_demo`
+(``oat demo``). They are
 not named ``train``/``evaluate``/``demo`` because those are the subpackages ``oat.train``,
 ``oat.evaluate`` and the module ``oat.demo``, which a function of the same name would shadow.
 """
