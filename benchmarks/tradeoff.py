@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -105,6 +106,18 @@ VARIANTS = {
 }
 WARM_FROM = {"@dedicated-lam-0": 0.0}
 
+# The two-model alternatives (oat mix), each attacked end to end as one model:
+# name -> (α = 0 member folder, α = 1 member folder, oat.mix options). "robust-from-clean" is a
+# PGD-AT λ = 1 model fine-tuned from the clean one (same epochs), so the two share a basin.
+ALTERNATIVES = {
+    "mix-probs": ("dedicated-lam-0", "dedicated-lam-1", {"combine": "probs"}),
+    "mix-logits": ("dedicated-lam-0", "dedicated-lam-1", {"combine": "logits"}),
+    "interp": ("dedicated-lam-0", "robust-from-clean", {"combine": "weights"}),
+    "interp-bn": ("dedicated-lam-0", "robust-from-clean", {"combine": "weights", "bn": "reestimate"}),
+}
+ALPHAS = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0)
+ROBUST_FT = ("robust-from-clean", {"objective": "pgdat", "lam": 1.0, "init_from": "@dedicated-lam-0"})
+
 
 def settings(args) -> dict:
     """The resolved benchmark settings for ``args``."""
@@ -122,6 +135,7 @@ def settings(args) -> dict:
         lams=list(PAPER_LAMS),
         full=args.full,
         variants=list(args.variants),
+        alternatives=list(args.alternatives),
     )
     return s
 
@@ -172,6 +186,13 @@ def run_model(folder: Path, cfg: dict, variant: str, seed: int, lam, s: dict, ev
         }
         rec_path.write_text(json.dumps(rec, indent=1))
         log(f"  trained in {wall:.0f} s")
+    _evaluate(folder, rec, s, eval_lams, log)
+    return _with_same_subset_rows(folder, rec, eval_lams)
+
+
+def _evaluate(folder: Path, rec: dict, s: dict, eval_lams, log) -> None:
+    """Evaluate ``folder`` at ``eval_lams`` under the plan's attacks not yet in ``rec`` (saved as it goes)."""
+    rec_path = folder / "bench.json"
     for attack, subset in _eval_plan(s):
         have = {(round(r["lam"], 6), r["attack"]) for r in rec["rows"]}
         todo = [v for v in eval_lams if (round(v, 6), attack) not in have]
@@ -197,7 +218,29 @@ def run_model(folder: Path, cfg: dict, variant: str, seed: int, lam, s: dict, ev
             f"  {attack} (n={rows[0]['n']}) in {time.perf_counter() - t0:.0f} s: "
             + ", ".join(f"λ={r['lam']:g} SA {100 * r['sa']:.1f} RA {100 * r['ra']:.1f}" for r in rows)
         )
-    return _with_same_subset_rows(folder, rec, eval_lams)
+
+
+def run_blend(seed_dir: Path, name: str, seed: int, s: dict, log) -> dict | None:
+    """Blend two trained members of this seed (``oat mix``) unless cached, evaluate; None if a member is missing."""
+    a, b, opts = ALTERNATIVES[name]
+    members = [json.loads((seed_dir / m / "bench.json").read_text()) if (seed_dir / m / "bench.json").exists()
+               else None for m in (a, b)]
+    if None in members:
+        return None
+    folder = seed_dir / name
+    cfg = {"members": [a, b], **opts, "alphas": list(ALPHAS), "member_configs": [m["config"] for m in members]}
+    rec_path = folder / "bench.json"
+    rec = json.loads(rec_path.read_text()) if rec_path.exists() else None
+    if rec is None or rec.get("config") != cfg:
+        if folder.exists():
+            shutil.rmtree(folder)  # the benchmark's own blend of members trained since: build again
+        log(f"mix {name} seed={seed}: {a} (α = 0) and {b} (α = 1) → {folder}")
+        oat.mix(seed_dir / a, seed_dir / b, folder, alphas=ALPHAS, log=lambda *_: None, **opts)
+        rec = {"variant": name, "seed": seed, "lam": None, "wall_s": sum(m["wall_s"] for m in members),
+               "passes": sum(m["passes"] for m in members), "rows": [], "config": cfg}
+        rec_path.write_text(json.dumps(rec, indent=1))
+    _evaluate(folder, rec, s, ALPHAS, log)
+    return _with_same_subset_rows(folder, rec, ALPHAS)
 
 
 def _with_same_subset_rows(folder: Path, rec: dict, eval_lams) -> dict:
@@ -252,7 +295,12 @@ def jobs(s: dict, continuous: bool, ablations: bool) -> list[tuple]:
         return [(name, seed, None, {"objective": "oat", **VARIANTS[name]}, PAPER_LAMS)
                 for name in s["variants"] if name != "oat"]
 
-    parts = [main, variants] + ([cont] if continuous else []) + ([abl] if ablations else [])
+    def robust_ft(seed):
+        if not any(ALTERNATIVES[a][1] == ROBUST_FT[0] for a in s["alternatives"]):
+            return []
+        return [(ROBUST_FT[0], seed, None, ROBUST_FT[1], (1.0,))]
+
+    parts = [main, robust_ft, variants] + ([cont] if continuous else []) + ([abl] if ablations else [])
     return [job for part in parts for seed in s["seeds"] for job in part(seed)]
 
 
@@ -275,10 +323,12 @@ def write_outputs(records: list[dict], s: dict, args, elapsed: float) -> None:
         "pair runs of the same seed and process; pass_ratio counts forward-backward passes and does not "
         "depend on load.",
         "machine": machine(torch.device("cpu")),
-        "rows": main + cont + [r for v in s["variants"] if v != "oat" for r in ts.compare(records, args.data, v)],
+        "rows": main + cont + [r for v in s["variants"] if v != "oat" for r in ts.compare(records, args.data, v)]
+        + [r for a in s["alternatives"] for r in ts.curve(records, args.data, a)],
+        "curve_gaps": _curve_gaps(records, s, args.data),
         "cost": ts.cost(records, "oat", PAPER_LAMS),
         "cost_continuous": ts.cost(records, "oat-continuous", PAPER_LAMS),
-        "cost_variants": {v: ts.cost(records, v, PAPER_LAMS) for v in s["variants"]},
+        "cost_variants": {v: ts.cost(records, v, PAPER_LAMS) for v in s["variants"] + s["alternatives"]},
         "runs": [{k: r[k] for k in ("variant", "seed", "lam", "wall_s", "passes")} for r in records],
     }
     (out / f"{name}.json").write_text(json.dumps(doc, indent=1))
@@ -294,8 +344,15 @@ def write_outputs(records: list[dict], s: dict, args, elapsed: float) -> None:
     for v in s["variants"]:
         if v != "oat" and (rows := ts.compare(records, args.data, v)):
             md.append(ts.markdown(rows, f"{v} ({VARIANTS[v]}) vs dedicated"))
-    if len(s["variants"]) > 1 and main:
+    for a in s["alternatives"]:
+        if rows := ts.curve(records, args.data, a):
+            md.append(ts.curve_markdown(rows, f"{a}: {ALTERNATIVES[a][0]} (α = 0) and {ALTERNATIVES[a][1]} (α = 1), "
+                                        f"{ALTERNATIVES[a][2]}, attacked as one model"))
+    if doc["curve_gaps"]:
+        md.append(ts.gaps_markdown(doc["curve_gaps"]))
+    if (len(s["variants"]) > 1 or s["alternatives"]) and main:
         curves = {v: ts.compare(records, args.data, v) for v in s["variants"]}
+        curves.update({a: ts.curve(records, args.data, a) for a in s["alternatives"]})
         ts.plot_curves(curves, out / f"{name}-curves.png", f"{args.data}: SA vs RA, every variant")
     if cont:
         title = "OAT-continuous vs dedicated (trained on λ ~ U(0, 1] with 1/K at 0: no λ > 0 is seen exactly)"
@@ -305,6 +362,15 @@ def write_outputs(records: list[dict], s: dict, args, elapsed: float) -> None:
     (out / f"{name}.md").write_text("\n".join(md))
     if args.ablations:
         _write_ablations(records, s, args, out)
+
+
+def _curve_gaps(records: list[dict], s: dict, data: str) -> list[dict]:
+    """Each OAT variant's curve against each alternative's: SA at the same RA (see ts.curve_gap)."""
+    out = []
+    for v in s["variants"]:
+        for a in s["alternatives"]:
+            out += ts.curve_gap(ts.compare(records, data, v), ts.curve(records, data, a), v, a)
+    return out
 
 
 def _runs_table(records: list[dict]) -> str:
@@ -361,6 +427,8 @@ def parse_args(argv=None):
     p.add_argument("--full", action="store_true", help="paper-scale settings (for a GPU)")
     p.add_argument("--continuous", action="store_true")
     p.add_argument("--ablations", action="store_true")
+    p.add_argument("--alternatives", nargs="+", default=[], choices=sorted(ALTERNATIVES),
+                   help="two-model alternatives to blend from the trained models and evaluate (oat mix)")
     p.add_argument("--variants", nargs="+", default=["oat"], choices=sorted(VARIANTS),
                    help="OAT variants to train besides the paper's (default: the paper's only)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -396,6 +464,14 @@ def main(argv=None) -> int:
             records.append(run_model(folder, cfg, variant, seed, lam, s, eval_lams, print))
             if not args.report_only:
                 write_outputs(records, s, args, time.perf_counter() - t0)
+        for seed in s["seeds"]:
+            for name in s["alternatives"]:
+                rec = run_blend(Path(args.runs) / args.data / f"seed-{seed}", name, seed, s,
+                                print if not args.report_only else (lambda *_: None))
+                if rec is not None:
+                    records.append(rec)
+                    if not args.report_only:
+                        write_outputs(records, s, args, time.perf_counter() - t0)
         if args.report_only:
             write_outputs(records, s, args, time.perf_counter() - t0)
     except DataError as e:

@@ -245,3 +245,77 @@ def plot_curves(curves: dict[str, list[dict]], path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def curve(records: list[dict], dataset: str, variant: str) -> list[dict]:
+    """Rows of a model with its own knob (a blend's α), averaged over seeds: no dedicated pairing.
+
+    Same keys as :func:`compare`'s variant side (``lam`` holds α; ``knob`` says so)."""
+    recs = [r for r in records if r["variant"] == variant]
+    keys = sorted({(round(row["lam"], 6), row["attack"]) for r in recs for row in r["rows"]
+                   if row["attack"] != "clean"})
+    rows = []
+    for lam, attack in keys:
+        got = [(r["seed"], a) for r in recs if (a := _acc(r, lam, attack))]
+        if not got:
+            continue
+        row = {"dataset": dataset, "variant": variant, "lam": lam, "knob": "alpha", "attack": attack}
+        for key, i in (("sa", 0), ("ra", 1)):
+            row[f"{key}_oat"], row[f"{key}_oat_std"] = mean_std([a[i] for _, a in got])
+        row.update(seeds=[sd for sd, _ in got], n=got[0][1][3], n_sa=got[0][1][2])
+        row["ra_ci95"] = ci95(row["ra_oat"], row["n"])
+        rows.append(row)
+    return rows
+
+
+def _sa_at_ra(points: list[tuple[float, float]], ra: float) -> float | None:
+    """SA of a curve at robustness ``ra``: its upper envelope (the best SA with RA ≥ ra among its
+    points, linearly interpolated between neighbours); None outside the curve's RA range."""
+    pts = sorted(points)
+    if not pts or ra < pts[0][0] - 1e-12 or ra > pts[-1][0] + 1e-12:
+        return None
+    best = None
+    for (r0, s0), (r1, s1) in zip(pts, pts[1:] or pts):
+        if r0 - 1e-12 <= ra <= r1 + 1e-12:
+            v = s0 if r1 == r0 else s0 + (s1 - s0) * (ra - r0) / (r1 - r0)
+            best = v if best is None else max(best, v)
+    return max([best] + [s for r, s in pts if r >= ra - 1e-12 and s is not None])
+
+
+def curve_gap(oat_rows: list[dict], alt_rows: list[dict], variant: str, alternative: str) -> list[dict]:
+    """Per attack: at each of the variant's points, its SA minus the alternative's SA at the same RA
+    (> 0: the variant's curve lies above). Points outside the alternative's RA range are skipped."""
+    out = []
+    for attack in sorted({r["attack"] for r in oat_rows} & {r["attack"] for r in alt_rows}):
+        alt = [(r["ra_oat"], r["sa_oat"]) for r in alt_rows if r["attack"] == attack]
+        diffs = []
+        for r in (r for r in oat_rows if r["attack"] == attack):
+            other = _sa_at_ra(alt, r["ra_oat"])
+            if other is not None:
+                diffs.append({"lam": r["lam"], "ra": r["ra_oat"], "sa": r["sa_oat"], "sa_alternative": other,
+                              "sa_gap": r["sa_oat"] - other})
+        if diffs:
+            gaps = [d["sa_gap"] for d in diffs]
+            out.append({"variant": variant, "alternative": alternative, "attack": attack, "points": diffs,
+                        "mean_sa_gap": statistics.fmean(gaps), "min_sa_gap": min(gaps), "max_sa_gap": max(gaps)})
+    return out
+
+
+def curve_markdown(rows: list[dict], title: str) -> str:
+    lines = [f"### {title}", "", "| α | attack | SA | RA | seeds | n |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['lam']:g} | {r['attack']} | {pct(r['sa_oat'])} ± {100 * r['sa_oat_std']:.2f} | "
+                     f"{pct(r['ra_oat'])} ± {100 * r['ra_oat_std']:.2f} | {len(r['seeds'])} | {r['n']} |")
+    return "\n".join(lines) + "\n"
+
+
+def gaps_markdown(gaps: list[dict]) -> str:
+    """Whether each OAT variant's SA–RA curve lies above (+) or below (−) each alternative's."""
+    lines = ["### OAT curves against the two-model alternatives (SA at the same RA, points)", "",
+             "| variant | alternative | attack | mean SA gap | min | max | λ points compared |",
+             "|---|---|---|---|---|---|---|"]
+    for g in gaps:
+        lines.append(f"| {g['variant']} | {g['alternative']} | {g['attack']} | {100 * g['mean_sa_gap']:+.2f} | "
+                     f"{100 * g['min_sa_gap']:+.2f} | {100 * g['max_sa_gap']:+.2f} | "
+                     + ", ".join(f"{p['lam']:g}" for p in g["points"]) + " |")
+    return "\n".join(lines) + "\n"
