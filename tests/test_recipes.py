@@ -46,6 +46,9 @@ def test_paper_settings(name):
     if cfg.objective == "oat":
         assert cfg.lams == [0.0, 0.1, 0.2, 0.3, 0.4, 1.0] and cfg.encoding == "random-orthogonal"
         assert cfg.enc_dim == 128 and cfg.dual_bn
+        # Faithful whatever the library's defaults become: the authors' FiLM and λ draw, pinned.
+        assert "film_form: reference" in _recipe_files()[name].read_text()
+        assert (cfg.film_form, cfg.zero_share, cfg.lam_weights, cfg.init_from) == ("reference", None, None, None)
     else:
         assert cfg.objective == "pgdat"
     if cfg.data == "svhn":
