@@ -109,6 +109,21 @@ def _check_replaceable(out: Path) -> None:
                          "readable checkpoint) but is not empty; nothing was changed")
 
 
+def leftovers(out: Path) -> list[Path]:
+    """Old runs that an ``--overwrite`` killed before the new run's first checkpoint left aside."""
+    return sorted(out.parent.glob(f".{out.name}.oat-replaced-*")) if out.parent.is_dir() else []
+
+
+def _free_sibling(out: Path) -> Path:
+    # Never reuse a name: a leftover may be the only copy of a run (pids are reused).
+    for n in range(1000):
+        aside = out.with_name(f".{out.name}.oat-replaced-{os.getpid()}" + (f"-{n}" if n else ""))
+        if not os.path.lexists(aside):
+            return aside
+    raise RunFolderError(f"--overwrite: too many set-aside runs beside {out}; delete the .{out.name}.oat-replaced-* "
+                         "folders")
+
+
 class RunDirSession:
     """The run folder of one ``train`` call: its lock, and a pending replacement of an old run."""
 
@@ -126,13 +141,15 @@ class RunDirSession:
     def create(self, overwrite: bool) -> None:
         """Create the run folder (moving an old run aside if ``overwrite``) and write the marker."""
         out = self.out
+        for old in leftovers(out):
+            self.log(f"note: {old} holds a run an interrupted --overwrite set aside; delete it if unneeded")
         if overwrite and is_run(out):
-            self.aside = out.with_name(f".{out.name}.oat-replaced-{os.getpid()}")
-            shutil.rmtree(self.aside, ignore_errors=True)  # a leftover of our own pid: never another run's
+            self.aside = _free_sibling(out)
             os.rename(out, self.aside)
             self.log(f"--overwrite: the old run is set aside as {self.aside.name} and deleted once the new "
                      "run's first checkpoint is written")
-        out.mkdir(parents=True, exist_ok=True)
+        # exist_ok only when nothing was moved: a folder that appeared since is not ours to replace.
+        out.mkdir(parents=True, exist_ok=self.aside is None)
         if self.active:
             if self.aside is not None and lock_held(out):
                 swap_lock(out, self.aside)
