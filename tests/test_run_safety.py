@@ -18,7 +18,7 @@ import torch
 
 import oat
 from oat.cli.main import main
-from test_bad_input import refused, tree_hash, write_mnist
+from test_bad_input import tree_hash, write_mnist
 
 TRAIN = ["--no-eval", "--no-progress", "--epochs", "1", "attack_steps=0", "val_size=1000"]
 EVAL = ["--no-progress", "--subset", "10", "--attacks", "fgsm", "--no-checks"]
@@ -55,6 +55,17 @@ def one_line(capsys) -> str:
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
+
+
+def refused(capsys, argv, *folders) -> str:
+    """Run ``oat argv`` in-process: one ``oat: error:`` line, exit 2, the folders unchanged."""
+    before = tree_hash(*folders)
+    capsys.readouterr()
+    code = main(argv)
+    line = one_line(capsys)
+    assert code == 2 and line.startswith("oat: error:"), (code, line)
+    assert tree_hash(*folders) == before
+    return line
 
 
 # --------------------------------------------------------------------------- --overwrite
@@ -106,6 +117,14 @@ def test_failed_overwrite_puts_the_old_run_back(run, capsys, monkeypatch):
     assert "old run is back" in captured.out
     assert tree_hash(run) == before
     assert not list(run.parent.glob(".run.oat-replaced-*"))
+
+
+def test_diverging_overwrite_says_no_checkpoint_and_restores(run, capsys):
+    before = tree_hash(run)
+    assert main(["train", "--out", str(run), "--overwrite", *TRAIN, "lr=1.0e+30"]) == 2
+    captured = capsys.readouterr()
+    assert "no checkpoint was written" in captured.err and "checkpoint is kept" not in captured.err
+    assert "old run is back" in captured.out and tree_hash(run) == before
 
 
 def test_old_run_is_deleted_only_after_the_first_checkpoint(run):
