@@ -178,12 +178,17 @@ class RunDirSession:
 
     def _restore(self) -> None:
         """Training failed before the new run's first checkpoint: put the old run back."""
-        shutil.rmtree(self.out, ignore_errors=True)  # only the new run's own files are in it
-        os.rename(self.aside, self.out)
+        aside, self.aside = self.aside, None
+        try:
+            shutil.rmtree(self.out, ignore_errors=True)  # only the new run's own files are in it
+            os.rename(aside, self.out)
+        except OSError as e:  # say where the old run is rather than hide the training error
+            self.log(f"--overwrite: the new run failed and the old run could not be put back ({e.strerror}); "
+                     f"it is kept in {aside}")
+            return
         if self.active and lock_held(self.out):
             swap_lock(self.out, self.out.with_name(self.out.name + ".removed"))
         self.log(f"--overwrite: the new run failed before its first checkpoint; the old run is back in {self.out}")
-        self.aside = None
 
 
 # realpath of a run folder -> the session training into it (one per folder per process).
