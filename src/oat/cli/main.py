@@ -45,11 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``oat`` and ``python -m oat``; returns the exit code."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "evaluate" in argv:
+    command = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)  # top-level flags take no value
+    if command is not None and argv[command] == "evaluate":
         from oat.cli.evaluate import hoist_run
 
-        at = argv.index("evaluate") + 1
-        argv = argv[:at] + hoist_run(argv[at:])
+        argv = argv[:command + 1] + hoist_run(argv[command + 1:])
     args, extra = parser.parse_known_args(argv)
     # argparse takes a nargs="*" positional once: key=value overrides placed after an
     # option (``--epochs 3 lr=0.1``) come back as extras; give them to the overrides.
