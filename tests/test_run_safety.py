@@ -205,6 +205,7 @@ def test_lock_is_released_when_the_holder_dies(run):
 def test_lock_conflicts_within_one_process_but_is_reentrant(run):
     import fcntl
 
+    from oat.errors import OatError
     from oat.runlock import LOCK_NAME, RunLockedError, run_lock
 
     with run_lock(run, "outer"), run_lock(run, "inner"):  # train → evaluate_run: the same holder
@@ -213,7 +214,7 @@ def test_lock_conflicts_within_one_process_but_is_reentrant(run):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.close(fd)
     assert not (run / LOCK_NAME).exists()
-    assert issubclass(RunLockedError, Exception)
+    assert issubclass(RunLockedError, OatError)  # the CLI's one line and exit 2
 
 
 # --------------------------------------------------------------------------- checkpoint paths and schema
