@@ -257,11 +257,18 @@ def _edit_state(run: Path, edit) -> None:
     (lambda d: d["arch"].update(in_channels=None), "in_channels"),
     (lambda d: d["rng"].update(torch=[1, 2, 3]), "RNG"),
     (lambda d: d["rng"].update(numpy="MT"), "RNG"),
+    (lambda d: d.update(partial={"loss": "low"}), "partial"),
 ])
 def test_state_json_violations_are_one_line(run, capsys, edit, words):
     _edit_state(run, edit)
     assert words in refused(capsys, ["train", "--out", str(run), "--resume", *TRAIN], run)
     assert words in refused(capsys, ["evaluate", str(run), *EVAL], run)
+
+
+@pytest.mark.parametrize("groups", ["x", [1, 2], None])
+def test_malformed_optimizer_state_is_one_line_on_resume(run, capsys, groups):
+    _edit_state(run, lambda d: d["optimizer"].update(param_groups=groups))
+    assert "optimiser" in refused(capsys, ["train", "--out", str(run), "--resume", *TRAIN], run)
 
 
 def test_encoding_table_rows_must_match_the_lam_set(run, capsys):

@@ -301,13 +301,15 @@ def load_optimizer(optimizer: torch.optim.Optimizer, ckpt: Path, doc: dict) -> N
     tensors = read_tensors(ckpt / "optimizer.safetensors")
     opt = doc.get("optimizer") or {}
     state: dict = {}
-    for key, v in tensors.items():
-        _, idx, name = key.split(".", 2)
-        state.setdefault(int(idx), {})[name] = v
-    for key, v in opt.get("scalars", {}).items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = v
     try:
+        for key, v in tensors.items():
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+        for key, v in opt.get("scalars", {}).items():
+            idx, name = key.split(".", 1)
+            state.setdefault(int(idx), {})[name] = v
         optimizer.load_state_dict({"state": state, "param_groups": opt["param_groups"]})
-    except (KeyError, ValueError) as e:
-        raise CheckpointError(f"{ckpt} optimiser state does not fit this model ({e})") from None
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
+        # str(e) of a KeyError is the key: a name from the file, short, never its contents
+        raise CheckpointError(f"{ckpt} optimiser state is malformed or does not fit this model "
+                              f"({type(e).__name__}: {str(e)[:80]})") from None

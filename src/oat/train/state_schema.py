@@ -112,6 +112,8 @@ def check_state(doc, where, newest: int) -> dict:
     for key in ("config", "optimizer", "partial"):
         if key in doc and not isinstance(doc[key], dict):
             raise StateSchemaError(f"{where}: state.json field {key!r} must be a mapping; got a {_kind(doc[key])}")
+    if not all(_number(v) for v in doc.get("partial", {}).values()):
+        raise StateSchemaError(f"{where}: state.json field 'partial' must map names to finite numbers")
     if "rng" in doc:
         check_rng(doc["rng"], where)
     if "gen_states" in doc and not (isinstance(doc["gen_states"], list)
