@@ -95,27 +95,36 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = Fals
     out = Path(out)
     info, device = ddp.setup(cfg.device, dist_timeout)
     # Only rank 0 writes, so only it locks the folder, until training and evaluation end.
-    with RunDirSession(out, info.is_main, log) as session:
-        try:
-            cfg, resuming = _prepare(cfg, out, resume, overwrite, info)
-            if resuming and info.is_main:
-                session.resumed()
-            state = _train(cfg, out, resuming, overwrite, info, device, progress and info.is_main,
-                           log if info.is_main else _quiet, step_hook)
-            if not state.stopped:
-                # Every rank reaches the teardown together: a rank that destroyed its gloo group while
-                # the other was still writing the last checkpoint aborted at exit ("terminate called
-                # without an active exception"), failing an otherwise finished run.
-                ddp.barrier(info)
-        finally:
-            ddp.cleanup()
-        if state.stopped:
-            raise TrainingInterrupted(state.stopped, f"stopped by {signal.Signals(state.stopped).name} after "
-                                      f"epoch {state.epoch} + {state.batch} batches (step {state.step}); "
-                                      f"checkpoint saved; resume with: oat train --out {out} --resume")
-        if evaluate and info.is_main:
-            _evaluate(cfg, out, device, progress, log)
+    try:
+        with RunDirSession(out, info.is_main, log) as session:
+            cfg, state = _run(cfg, out, resume, overwrite, info, device, progress, log, step_hook, session)
+            if state.stopped:
+                raise TrainingInterrupted(state.stopped, f"stopped by {signal.Signals(state.stopped).name} "
+                                          f"after epoch {state.epoch} + {state.batch} batches (step {state.step}); "
+                                          f"checkpoint saved; resume with: oat train --out {out} --resume")
+            if evaluate and info.is_main:
+                _evaluate(cfg, out, device, progress, log)
+    finally:
+        ddp.cleanup()  # also when the lock is refused: the other ranks then fail fast, not at a timeout
     return out
+
+
+def _run(cfg, out, resume, overwrite, info, device, progress, log, step_hook, session):
+    """Check, then train (every rank); returns the config in force (a resume's saved one) and the state."""
+    try:
+        cfg, resuming = _prepare(cfg, out, resume, overwrite, info)
+        if resuming and info.is_main:
+            session.resumed()
+        state = _train(cfg, out, resuming, overwrite, info, device, progress and info.is_main,
+                       log if info.is_main else _quiet, step_hook)
+        if not state.stopped:
+            # Every rank reaches the teardown together: a rank that destroyed its gloo group while
+            # the other was still writing the last checkpoint aborted at exit ("terminate called
+            # without an active exception"), failing an otherwise finished run.
+            ddp.barrier(info)
+    finally:
+        ddp.cleanup()
+    return cfg, state
 
 
 def _evaluate(cfg: TrainConfig, out: Path, device, progress: bool, log) -> None:
