@@ -13,6 +13,7 @@ smooth in λ) accepts any λ in [0, 1]; see :mod:`oat.train.sampling` for its sa
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -213,7 +214,8 @@ class Conditioning:
 
 
 def check_lam_range(lam: float) -> None:
-    if not (isinstance(lam, (int, float)) and 0.0 <= float(lam) <= 1.0) or math.isnan(float(lam)):
+    # numbers.Real: NumPy scalars (np.float32 is no float subclass) are λ values too.
+    if not (isinstance(lam, numbers.Real) and 0.0 <= float(lam) <= 1.0) or math.isnan(float(lam)):
         raise LamError(f"λ must be a number in [0, 1]; got {lam!r}")
 
 

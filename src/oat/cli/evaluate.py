@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from oat.cli.common import lam_or_all, number
+import os
+
+from oat.cli.common import lam_or_all, number, progress_wanted
 
 
 def add_parser(sub):
@@ -25,6 +27,7 @@ def add_parser(sub):
     p.add_argument("--batch-size", type=int, default=512, help="examples per forward pass")
     p.add_argument("--device", default="auto", help="cpu, cuda … (default auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset and the attacks' random starts")
+    p.add_argument("--data-dir", help="read the data set from here (default: the folder the run was trained on)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking checks (faster)")
     p.add_argument("--check-subset", type=int, default=64, help="examples per check (default 64)")
@@ -39,17 +42,20 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    from oat import validate
     from oat.evaluate.api import choose_operating_point, evaluate_run
 
     if args.subset is not None and args.subset < 1:
         from oat.errors import ConfigError
 
         raise ConfigError(f"--subset must be a positive number of examples; got {args.subset}")
+    # Refused here, before a checkpoint or data set is read and before any sweep runs.
+    validate.eval_args(batch_size=args.batch_size, check_subset=args.check_subset, seed_value=args.seed)
     lams = None if args.lams is None or "all" in args.lams else args.lams
     widths = None if args.widths is None or "all" in args.widths else args.widths
     kw = dict(subset=args.subset, batch_size=args.batch_size, device=args.device, seed=args.seed,
-              progress=not args.no_progress, checks=not args.no_checks, check_subset=args.check_subset,
-              allow_failed_checks=args.allow_failed_checks, resume=not args.no_resume)
+              progress=progress_wanted(args.no_progress), checks=not args.no_checks, check_subset=args.check_subset,
+              allow_failed_checks=args.allow_failed_checks, resume=not args.no_resume, data_dir=args.data_dir)
     if args.target_ra is not None or args.target_sa is not None:
         row = choose_operating_point(args.run, target_ra=args.target_ra, target_sa=args.target_sa,
                                      attacks=args.attacks, eps=args.eps, norm=args.norm, **kw)
@@ -57,3 +63,22 @@ def run(args) -> int:
     evaluate_run(args.run, split=args.split, lams=lams, widths=widths, attacks=args.attacks, eps=args.eps,
                  norm=args.norm, **kw)
     return 0
+
+
+def hoist_run(argv: list[str]) -> list[str]:
+    """Let RUN come after ``--attacks a b`` (or ``--lams``/``--widths``), whose ``nargs="+"`` would take it.
+
+    The last bare word that names an existing file or folder, when it follows such a list, is
+    moved to the front of the sub-command's arguments: that is the run. Everything else is
+    left for argparse.
+    """
+    lists, bare = ("--attacks", "--lams", "--widths"), None
+    in_list = False
+    for i, a in enumerate(argv):
+        if a.startswith("-"):
+            in_list = a.split("=", 1)[0] in lists and "=" not in a
+        elif in_list and os.path.exists(a):
+            bare = i
+    if bare is None:
+        return argv
+    return [argv[bare], *argv[:bare], *argv[bare + 1:]]

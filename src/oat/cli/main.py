@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 
 from oat.errors import OatError, TrainingInterrupted
@@ -15,10 +16,18 @@ from oat.errors import OatError, TrainingInterrupted
 COMMANDS = ("train", "evaluate", "report", "mix", "demo", "models", "recipes")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the usage block it prints by default hides the one line that matters."""
+
+    def error(self, message: str):
+        first = message.splitlines()[0] if message else "bad arguments"
+        self.exit(2, f"{self.prog}: error: {first}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="oat", description="Once-for-All Adversarial Training: one model, the accuracy/robustness "
         "trade-off (λ) and, with OATS, the width dialled at test time.")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
@@ -35,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``oat`` and ``python -m oat``; returns the exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)  # top-level flags take no value
+    if command is not None and argv[command] == "evaluate":
+        from oat.cli.evaluate import hoist_run
+
+        argv = argv[:command + 1] + hoist_run(argv[command + 1:])
     args, extra = parser.parse_known_args(argv)
     # argparse takes a nargs="*" positional once: key=value overrides placed after an
     # option (``--epochs 3 lr=0.1``) come back as extras; give them to the overrides.
@@ -44,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # `oat recipes --show X | head`: the reader left. Point stdout at devnull so the
+        # interpreter's final flush does not fail again (the Python docs' recipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except TrainingInterrupted as e:  # a checkpoint was saved; the message says how to resume
         print(f"oat: {e}", file=sys.stderr)
         return e.exit_code

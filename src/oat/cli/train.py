@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from oat.cli.common import number
+from oat.cli.common import number, progress_wanted
 from oat.train.config import OBJECTIVES, TrainConfig, parse_overrides
 
 FLAG_KEYS = ("data", "data_dir", "download", "model", "objective", "lam", "lams", "widths", "encoding", "eps",
@@ -80,7 +80,7 @@ def run(args) -> int:
         raise ConfigError("under torchrun pass --out RUN (every process must write to the same run folder)")
     out = Path(args.out) if args.out else default_out(cfg)
     main = int(os.environ.get("RANK", "0") or 0) == 0
-    train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+    train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=progress_wanted(args.no_progress),
           evaluate=not args.no_eval, dist_timeout=args.dist_timeout)
     given = [k for k in FLAG_KEYS if getattr(args, k, None) is not None] + list(args.overrides)
     if args.resume and (given or args.recipe) and main:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from oat import validate
 from oat.attacks.autoattack import package_version
 from oat.attacks.registry import get_attack
 from oat.attacks.threat import get_threat
@@ -17,6 +18,7 @@ from oat.evaluate.journal import Journal, checkpoint_id, journal_name
 from oat.evaluate.results import merge_results, read_results, write_per_example
 from oat.evaluate.select import describe, select_operating_point
 from oat.evaluate.sweep import per_example, sweep
+from oat.runlock import locked
 from oat.train.checkpoint import load_model, resolve_checkpoint
 
 
@@ -55,11 +57,12 @@ def run_folder(path) -> Path:
     return path
 
 
+@locked(lambda run, **_: run_folder(run), "oat evaluate")  # one writer per run folder
 def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("pgd20",), subset=None,
                  eps: float | None = None, batch_size: int = 512, device="auto", seed: int = 0,
                  progress: bool = False, report: bool = True, log=print, norm: str = "linf",
                  checks: bool = True, check_subset: int = 64, allow_failed_checks: bool = True,
-                 resume: bool = True, batch_lams: bool | None = None) -> list[dict]:
+                 resume: bool = True, batch_lams: bool | None = None, data_dir=None) -> list[dict]:
     """Evaluate the run's newest checkpoint and merge the rows into ``RUN/results.json``.
 
     Also writes ``RUN/eval/<split>-per-example.csv`` (every row recomputable) and keeps a
@@ -88,12 +91,15 @@ def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("
         resume: reuse finished batches recorded by an earlier identical call.
         batch_lams: attack all λ of an example in one batch; None: on accelerators only
             (λ by λ is faster on the CPU).
+        data_dir: read the data from here instead of the folder recorded in the checkpoint.
 
     Returns:
         The new rows.
     """
+    validate.eval_args(batch_size=batch_size, check_subset=check_subset, subset=subset, seed_value=seed)
     ckpt_path = resolve_checkpoint(run)
     run = run_folder(run)
+    read_results(run)  # a corrupt results.json is said now, not after the sweep
     if split not in ("val", "test"):
         raise ConfigError(f"split must be val or test; got {split!r}")
     get_threat(norm)
@@ -102,7 +108,7 @@ def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("
     device = resolve_device(device) if isinstance(device, str) else device
     model = load_model(ckpt_path, device)
     eps = float(model.checkpoint_state.get("eps", 0.0)) if eps is None else float(eps)
-    dataset = _dataset(model, split)
+    dataset = _dataset(model, split, data_dir)
     lams, widths = resolve_lams(model, lams), resolve_widths(model, widths)
     jpath = run / "eval" / "journal" / journal_name(split=split, norm=norm, eps=eps, subset=subset, seed=seed,
                                                     batch_size=batch_size, ckpt=checkpoint_id(ckpt_path))
@@ -119,6 +125,8 @@ def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("
         add_cost(rows, model, tuple(dataset.images.shape[1:]), device)
     found = []
     if checks:
+        log(f"sanity checks: {check_subset} examples per check (ε = 0, monotone in ε, large ε, steps, gradients, "
+            "determinism) …")
         found = run_checks(model, dataset, lams=lams, widths=widths, eps=eps, norm=norm, seed=seed, n=check_subset,
                            device=device, rows=rows)
         found = [{**c, "split": split, "eps": eps, "norm": norm} for c in found]
@@ -137,9 +145,9 @@ def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("
     return rows
 
 
-def _dataset(model, split: str):
+def _dataset(model, split: str, data_dir=None):
     cfg = model.checkpoint_state.get("config", {})
-    data = load_data(cfg.get("data", "digits"), cfg.get("data_dir"), val_size=cfg.get("val_size"),
+    data = load_data(cfg.get("data", "digits"), data_dir or cfg.get("data_dir"), val_size=cfg.get("val_size"),
                      seed=cfg.get("seed", 0))
     if model.arch.get("in_channels") != data.image_shape[0]:
         raise ConfigError(f"{data.name} images have {data.image_shape[0]} channels; the model expects "

@@ -12,6 +12,7 @@ from oat.evaluate.plots_oats import oats_section
 from oat.evaluate.plotting import finish_plot, plt
 from oat.evaluate.report_attacks import attacks_section, checks_section
 from oat.evaluate.results import read_results, select_rows
+from oat.runlock import locked
 from oat.train.checkpoint import atomic_write_text
 
 
@@ -92,6 +93,7 @@ def plot_tradeoff(main_rows, ded, path: Path, attack: str) -> None:
     finish_plot(fig, ax, path)
 
 
+@locked(lambda runs, out=None, *_, **__: Path(out or list(runs)[0]), "oat report")  # one writer per folder
 def write_report(runs, out=None, split: str | None = None) -> Path:
     """Write ``report.md`` and PNG plots for ``runs[0]`` beside the dedicated ``runs[1:]``.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -25,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from oat.conditioning import Conditioning
 from oat.errors import CheckpointError, OatError
+from oat.train.state_schema import check_state, check_table
 
 FORMAT_VERSION = 1
 
@@ -76,6 +78,13 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    try:
+        _set_rng_state(state)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, OverflowError):
+        raise CheckpointError("the checkpoint's RNG state is malformed; it cannot be resumed exactly") from None
+
+
+def _set_rng_state(state: dict) -> None:
     random.setstate(_tupled(state["python"]))
     np_state = state["numpy"]
     np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
@@ -183,10 +192,41 @@ def resolve_checkpoint(path) -> Path:
     latest = root / "latest"
     if not latest.exists():
         raise CheckpointError(f"{p} holds no checkpoint (no {latest.relative_to(p.parent)} file)")
-    name = latest.read_text().strip()
-    if not name or "/" in name or not (root / name).is_dir():
-        raise CheckpointError(f"{latest} names a missing checkpoint {name!r}")
-    return root / name
+    ckpt = root / _latest_name(latest, root)
+    if not ckpt.is_dir():
+        raise CheckpointError(f"{latest} names a missing checkpoint {ckpt.name!r}")
+    _check_inside(ckpt, root, "checkpoint folder")
+    for f in ("model.safetensors", "optimizer.safetensors", "state.json"):
+        if (ckpt / f).exists():
+            _check_inside(ckpt / f, ckpt, "checkpoint file")
+    return ckpt
+
+
+# What ``latest`` may name: one path component, no leading dot (no "..", no hidden temp folder).
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _check_inside(path: Path, root: Path, what: str) -> None:
+    """A symlink may not lead a run's checkpoint out of its run folder (to /etc/passwd, say)."""
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise CheckpointError(f"{path} is a {what} that resolves outside {root}; refused")
+
+
+def _latest_name(latest: Path, root: Path) -> str:
+    """The checkpoint name in ``latest``, read without ever echoing the file's contents."""
+    _check_inside(latest, root, "'latest' file")
+    if not latest.is_file():
+        raise CheckpointError(f"{latest} is not a file")
+    with open(latest, "rb") as f:
+        raw = f.read(257)
+    try:
+        name = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        name = ""
+    if not _NAME.fullmatch(name):
+        raise CheckpointError(f"{latest} does not name a checkpoint (expected one folder name such as "
+                              "epoch-0003); it is damaged")
+    return name
 
 
 def read_state(ckpt: Path) -> dict:
@@ -197,12 +237,7 @@ def read_state(ckpt: Path) -> dict:
         raise CheckpointError(f"{ckpt} lacks state.json") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(f"{f} is truncated or corrupt (not valid JSON)") from None
-    if not isinstance(doc, dict) or "format_version" not in doc or "arch" not in doc:
-        raise CheckpointError(f"{f} is not an oat checkpoint state (no format_version/arch)")
-    if doc["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(f"{ckpt} has format version {doc['format_version']}, newer than this oat "
-                              f"supports ({FORMAT_VERSION}); upgrade oat-torch")
-    return doc
+    return check_state(doc, ckpt, FORMAT_VERSION)
 
 
 def read_tensors(f: Path) -> dict[str, torch.Tensor]:
@@ -231,6 +266,8 @@ def build_from_state(doc: dict):
 
 def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where) -> None:
     """Load tensors into ``model``, refusing any mismatch in names or shapes with one line."""
+    if getattr(model, "spec", None) is not None:
+        check_table(tensors, len(model.spec.lams), where)
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
     bad = [k for k in own if k in tensors and own[k].shape != tensors[k].shape]
@@ -264,13 +301,15 @@ def load_optimizer(optimizer: torch.optim.Optimizer, ckpt: Path, doc: dict) -> N
     tensors = read_tensors(ckpt / "optimizer.safetensors")
     opt = doc.get("optimizer") or {}
     state: dict = {}
-    for key, v in tensors.items():
-        _, idx, name = key.split(".", 2)
-        state.setdefault(int(idx), {})[name] = v
-    for key, v in opt.get("scalars", {}).items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = v
     try:
+        for key, v in tensors.items():
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+        for key, v in opt.get("scalars", {}).items():
+            idx, name = key.split(".", 1)
+            state.setdefault(int(idx), {})[name] = v
         optimizer.load_state_dict({"state": state, "param_groups": opt["param_groups"]})
-    except (KeyError, ValueError) as e:
-        raise CheckpointError(f"{ckpt} optimiser state does not fit this model ({e})") from None
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
+        # str(e) of a KeyError is the key: a name from the file, short, never its contents
+        raise CheckpointError(f"{ckpt} optimiser state is malformed or does not fit this model "
+                              f"({type(e).__name__}: {str(e)[:80]})") from None

@@ -114,6 +114,7 @@ def train_epoch(model, objective, loader, optimizer, state: LoopState, *, base_l
     info = info or ddp.DistInfo()
     model.train()
     gen, sums = _start_epoch(state, seed, rank)
+    resumed_at = state.batch
     t0, skipped, n_batches = time.perf_counter(), 0, len(loader)
     bar = tqdm(total=n_batches, initial=state.batch, desc=desc, leave=False, disable=not progress,
                dynamic_ncols=True)
@@ -129,9 +130,10 @@ def train_epoch(model, objective, loader, optimizer, state: LoopState, *, base_l
         bad = not (torch.isfinite(loss) and grads_finite(model))
         bad, stopping = ddp.agree([bad, bool(stop and stop.signum)], info, device)
         if bad and nonfinite == "stop":
+            # Only a run that has passed an epoch end (or a mid-epoch stop) has a checkpoint to keep.
+            kept = "the last good checkpoint is kept" if state.epoch or resumed_at else "no checkpoint was written"
             raise NonFiniteError(f"non-finite loss or gradients at epoch {state.epoch + 1}, step "
-                                 f"{state.step + 1}; the last good checkpoint is kept (lower lr, or "
-                                 "nonfinite=skip to skip such steps)")
+                                 f"{state.step + 1}; {kept} (lower lr, or nonfinite=skip to skip such steps)")
         if bad:
             skipped += 1
         else:

@@ -8,7 +8,6 @@ then ``results.json`` and ``report.md`` from the evaluation.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 from pathlib import Path
 
@@ -34,6 +33,15 @@ from oat.train.checkpoint import (
 from oat.train.config import CONTINUOUS_DRAW, TrainConfig
 from oat.train.loop import LoopState, StopFlag, catch_signals, fit
 from oat.train.objectives import OAT, OATS, PGDAT, AttackConfig
+from oat.train.preflight import check_config, check_model
+from oat.train.rundir import (  # noqa: F401  (has_run … prepare_run_dir: the run-folder API, re-exported)
+    RunDirSession,
+    checkpoint_written,
+    create_run_dir,
+    has_run,
+    inspect_run_dir,
+    prepare_run_dir,
+)
 from oat.train.sampling import LamSampling
 from oat.train.warm_start import init_from_run
 
@@ -60,41 +68,6 @@ def build_objective(cfg: TrainConfig, eps: float):
     if cfg.objective == "oats":
         return OATS(tuple(cfg.lams), attack, tuple(cfg.widths), continuous, sampling=sampling)
     return OAT(tuple(cfg.lams), attack, continuous, sampling)
-
-
-def has_run(out: Path) -> bool:
-    return (out / "config.json").exists() or (out / "checkpoints").exists()
-
-
-def inspect_run_dir(out: Path, resume: bool, overwrite: bool) -> bool:
-    """Check ``out`` without changing anything; returns True when an existing run is to be resumed."""
-    if out.exists() and not out.is_dir():
-        raise RunFolderError(f"{out} exists and is not a folder")
-    if has_run(out):
-        if resume:
-            return True
-        if not overwrite:
-            raise RunFolderError(f"{out} already holds a training run; pass --resume to continue it or "
-                                 "--overwrite to replace it")
-    elif resume:
-        raise RunFolderError(f"--resume: {out} holds no run to resume")
-    return False
-
-
-def create_run_dir(out: Path, overwrite: bool, log=print) -> None:
-    """Create ``out`` (replacing a run there when ``overwrite``): called once the inputs are known good."""
-    if overwrite and has_run(out):
-        log(f"--overwrite: replacing the run in {out}")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def prepare_run_dir(out: Path, resume: bool, overwrite: bool, log=print) -> bool:
-    """Inspect, then create ``out``; returns True when an existing run is to be resumed."""
-    resuming = inspect_run_dir(out, resume, overwrite)
-    if not resuming:
-        create_run_dir(out, overwrite, log)
-    return resuming
 
 
 def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
@@ -124,8 +97,27 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = Fals
     """
     out = Path(out)
     info, device = ddp.setup(cfg.device, dist_timeout)
+    # Only rank 0 writes, so only it locks the folder, until training and evaluation end.
+    try:
+        with RunDirSession(out, info.is_main, log) as session:
+            cfg, state = _run(cfg, out, resume, overwrite, info, device, progress, log, step_hook, session)
+            if state.stopped:
+                raise TrainingInterrupted(state.stopped, f"stopped by {signal.Signals(state.stopped).name} "
+                                          f"after epoch {state.epoch} + {state.batch} batches (step {state.step}); "
+                                          f"checkpoint saved; resume with: oat train --out {out} --resume")
+            if evaluate and info.is_main:
+                _evaluate(cfg, out, device, progress, log)
+    finally:
+        ddp.cleanup()  # also when the lock is refused: the other ranks then fail fast, not at a timeout
+    return out
+
+
+def _run(cfg, out, resume, overwrite, info, device, progress, log, step_hook, session):
+    """Check, then train (every rank); returns the config in force (a resume's saved one) and the state."""
     try:
         cfg, resuming = _prepare(cfg, out, resume, overwrite, info)
+        if resuming and info.is_main:
+            session.resumed()
         state = _train(cfg, out, resuming, overwrite, info, device, progress and info.is_main,
                        log if info.is_main else _quiet, step_hook)
         if not state.stopped:
@@ -135,16 +127,14 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = Fals
             ddp.barrier(info)
     finally:
         ddp.cleanup()
-    if state.stopped:
-        raise TrainingInterrupted(state.stopped, f"stopped by {signal.Signals(state.stopped).name} after "
-                                  f"epoch {state.epoch} + {state.batch} batches (step {state.step}); "
-                                  f"checkpoint saved; resume with: oat train --out {out} --resume")
-    if evaluate and info.is_main:
-        from oat.evaluate.api import evaluate_run
+    return cfg, state
 
-        evaluate_run(out, split=cfg.eval_split, attacks=cfg.eval_attacks, subset=cfg.eval_subset,
-                     device=device, progress=progress, log=log)
-    return out
+
+def _evaluate(cfg: TrainConfig, out: Path, device, progress: bool, log) -> None:
+    from oat.evaluate.api import evaluate_run
+
+    evaluate_run(out, split=cfg.eval_split, attacks=cfg.eval_attacks, subset=cfg.eval_subset,
+                 device=device, progress=progress, log=log)
 
 
 def _quiet(*_args, **_kw) -> None:
@@ -163,6 +153,9 @@ def _prepare(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, info):
         if not isinstance(saved, dict):
             raise RunFolderError(f"--resume: {out / 'config.json'} is corrupt")
         cfg = TrainConfig.from_dict(saved)
+    # The whole configuration, before the data is read or anything is written.
+    check_config(cfg)
+    check_model(cfg, build_spec(cfg))
     return cfg, resuming
 
 
@@ -185,11 +178,11 @@ def _train(cfg: TrainConfig, out: Path, resuming: bool, overwrite: bool, info, d
     state = LoopState()
     if resuming:
         state = _restore(out, model, optimizer, info)
+        log(f"resuming {out} after epoch {state.epoch}/{cfg.epochs}" +
+            (f" + {state.batch} batches" if state.batch else ""))
     elif cfg.init_from:
         copied, fresh = init_from_run(model, cfg.init_from)
         log(f"init_from {cfg.init_from}: {copied} tensors copied, {fresh} at initialisation (FiLM, λ table)")
-        log(f"resuming {out} after epoch {state.epoch}/{cfg.epochs}" +
-            (f" + {state.batch} batches" if state.batch else ""))
     # drop_last with several ranks: every rank must take the same number of steps.
     loader = DeviceLoader(data.train, local_batch, shuffle=True, augment=data.augment, device=device,
                           seed=cfg.seed, channels_last=cfg.channels_last, rank=info.rank,
@@ -205,7 +198,7 @@ def _train(cfg: TrainConfig, out: Path, resuming: bool, overwrite: bool, info, d
                 **provenance(device)}
         atomic_write_text(out / "config.json", json.dumps(meta, indent=1))
     net = ddp.wrap(model, info, device)
-    ckpt = _Checkpointer(out, model, optimizer, cfg, eps, info, device)
+    ckpt = _Checkpointer(out, model, optimizer, cfg, eps, info, device, log)
     stop = StopFlag()
     step_hook = step_hook or ddp.sync_check_hook(out, info)
     try:
@@ -226,9 +219,9 @@ def _train(cfg: TrainConfig, out: Path, resuming: bool, overwrite: bool, info, d
 class _Checkpointer:
     """Epoch-end and mid-epoch (signal) checkpoints: BN stats averaged on all ranks, written by rank 0."""
 
-    def __init__(self, out, model, optimizer, cfg, eps, info, device):
+    def __init__(self, out, model, optimizer, cfg, eps, info, device, log=None):
         self.out, self.model, self.optimizer, self.cfg, self.eps = out, model, optimizer, cfg, eps
-        self.info, self.device = info, device
+        self.info, self.device, self.log = info, device, log or _quiet
 
     def _state(self, st: LoopState) -> dict:
         return {"epoch": st.epoch, "step": st.step, "finished": st.epoch >= self.cfg.epochs,
@@ -243,6 +236,8 @@ class _Checkpointer:
             f.write(json.dumps(stats) + "\n")
         save_checkpoint(self.out / "checkpoints", f"epoch-{st.epoch:04d}", self.model, self.optimizer,
                         self._state(st), keep=self.cfg.keep_checkpoints)
+        checkpoint_written(self.out)
+        self.log(epoch_line(stats, self.cfg.epochs))
 
     def mid_epoch(self, st: LoopState) -> None:
         """After a stop signal: the batches done, and every rank's generator state, so the
@@ -257,6 +252,20 @@ class _Checkpointer:
         doc = {**self._state(st), "batch": st.batch, "gen_states": gens, "partial": st.partial}
         save_checkpoint(self.out / "checkpoints", f"epoch-{st.epoch:04d}-step-{st.step:08d}", self.model,
                         self.optimizer, doc, keep=self.cfg.keep_checkpoints)
+        checkpoint_written(self.out)
+
+
+def epoch_line(stats: dict, epochs: int) -> str:
+    """One line per finished epoch, left on the screen (the progress bar of an epoch is not)."""
+    parts = [f"epoch {stats.get('epoch', '?')}/{epochs}", f"loss {stats.get('loss', float('nan')):.4f}"]
+    if "train_sa" in stats:
+        parts.append(f"train SA {100 * stats['train_sa']:.1f}%")
+    if "train_ra" in stats:
+        parts.append(f"RA {100 * stats['train_ra']:.1f}%")
+    parts.append(f"{stats.get('seconds', 0):.1f} s")
+    if stats.get("skipped_steps"):
+        parts.append(f"{stats['skipped_steps']} non-finite steps skipped")
+    return "  ".join(parts)
 
 
 def _restore(out: Path, model, optimizer, info) -> LoopState:
