@@ -18,6 +18,7 @@ from oat.errors import ConfigError, RunFolderError
 from oat.models import create_model
 from oat.models.mixture import COMBINES, alpha_spec
 from oat.train.checkpoint import atomic_write_text, load_model, resolve_checkpoint, save_checkpoint
+from oat.train.rundir import write_marker
 
 DEFAULT_ALPHAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -71,6 +72,7 @@ def mix(run_a, run_b, out, *, combine: str = "probs", alphas=DEFAULT_ALPHAS, mem
     blend = {"combine": combine, "bn": bn if combine == "weights" else None, "members": sources}
     cfg.update(objective="mix", model=name)
     out.mkdir(parents=True, exist_ok=True)
+    write_marker(out)
     save_checkpoint(out / "checkpoints", "mix", model, None, {"config": cfg, "eps": eps, "mix": blend,
                                                                "finished": True})
     atomic_write_text(out / "config.json", json.dumps({"config": cfg, "eps": eps, "mix": blend}, indent=1))

@@ -116,6 +116,6 @@ def test_cli_mix_then_evaluate(runs, tmp_path, capsys):
     out = tmp_path / "cli-mix"
     assert main(["mix", str(runs["clean"]), str(runs["robust"]), "--out", str(out), "--alphas", "0", "0.5", "1"]) == 0
     assert main(["evaluate", str(out), "--attacks", "fgsm", "--subset", "20", "--no-progress", "--no-checks"]) == 0
-    assert (out / "results.json").exists() and (out / "report.md").exists()
+    assert (out / "results.json").exists() and (out / "report.md").exists() and (out / "oat-run.json").exists()
     assert main(["mix", str(runs["clean"]), str(runs["robust"]), "--out", str(out)]) == 2
     assert "not an empty folder" in capsys.readouterr().err
