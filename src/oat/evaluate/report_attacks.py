@@ -39,9 +39,11 @@ def max_width(rows: list[dict]):
     return max(widths) if widths else None
 
 
-def checks_section(doc: dict, split: str) -> list[str]:
-    """The evaluation checks of ``split``: a summary line and a table, failed checks in red."""
-    checks = [c for c in doc.get("checks", []) if c.get("split") == split]
+def checks_section(doc: dict, split: str, sha: str | None = None) -> list[str]:
+    """The evaluation checks of ``split`` (of checkpoint ``sha``, or those that name none):
+    a summary line and a table, failed checks in red."""
+    checks = [c for c in doc.get("checks", []) if c.get("split") == split
+              and c.get("checkpoint_sha256") in (None, sha)]
     if not checks:
         return []
     bad = [c for c in checks if not c["passed"]]
