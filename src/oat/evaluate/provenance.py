@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 from pathlib import Path
 
 from oat.errors import CheckpointError, ConfigError
@@ -38,11 +39,10 @@ ATTACK_SETTINGS = {
 
 def check_eps(eps) -> float:
     """ε as a float, refused unless finite and in [0, 1] (pixel units)."""
-    try:
-        value = float(eps)
-    except (TypeError, ValueError):
-        raise ConfigError(f"ε must be a number in [0, 1]; got {eps!r}") from None
-    if isinstance(eps, bool) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise ConfigError(f"ε must be a number in [0, 1]; got {eps!r}")
+    value = float(eps)
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
         raise ConfigError(f"ε must be finite and in [0, 1] (pixel units, e.g. 8/255); got {eps!r}")
     return value
 
