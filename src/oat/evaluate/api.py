@@ -122,7 +122,8 @@ def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("
     if not resume and jpath.exists():
         jpath.unlink()
     result = sweep(model, dataset, lams=lams, widths=widths, attacks=list(attacks), eps=eps, batch_size=batch_size,
-                   device=device, seed=seed, subset=subset, progress=progress, norm=norm, journal=Journal(jpath),
+                   device=device, seed=seed, subset=subset, progress=progress, norm=norm,
+                   journal=Journal(jpath, checkpoint=sha, log=log),
                    batch_lams=batch_lams)
     items = [({**r, **provenance(ckpt_path, sha, subset=subset, n_split=len(dataset), seed=seed,
                                  attack=r["attack"])}, c, cl)
