@@ -205,3 +205,9 @@ def test_results_json_holds_no_nan(eval_run):
     json.loads((eval_run / "results.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} written"))
     with open(per_example_path(eval_run, "test"), newline="") as f:
         assert all(r["eps"] == "0.1" for r in csv.DictReader(f))
+
+
+def test_a_bare_checkpoint_folder_gets_no_results_written_into_it(eval_run, tmp_path, capsys):
+    bare = tmp_path / "ckpt"
+    os.rename(eval_run / "checkpoints" / "epoch-0004", bare)
+    assert "outside a run" in refused(capsys, ["evaluate", bare, *CLI_EVAL], bare)

@@ -59,6 +59,9 @@ def checkpoint_sha256(ckpt) -> str:
 def check_inside(run: Path, ckpt: Path) -> None:
     """Refuse a checkpoint that resolves outside its run folder (e.g. a symlink to another run's)."""
     real, root = Path(ckpt).resolve(), Path(run).resolve()
+    if real == root:
+        raise CheckpointError(f"{ckpt} is a checkpoint folder outside a run (no RUN/checkpoints/ above it); "
+                              "results are written into a run folder, never into a checkpoint")
     if root not in real.parents:
         raise CheckpointError(f"{ckpt} resolves to {real}, outside the run folder {run}; its results would be "
                               "filed under the wrong run: evaluate the run it belongs to")

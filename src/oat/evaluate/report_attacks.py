@@ -40,10 +40,11 @@ def max_width(rows: list[dict]):
 
 
 def checks_section(doc: dict, split: str, sha: str | None = None) -> list[str]:
-    """The evaluation checks of ``split`` (of checkpoint ``sha``, or those that name none):
-    a summary line and a table, failed checks in red."""
-    checks = [c for c in doc.get("checks", []) if c.get("split") == split
-              and c.get("checkpoint_sha256") in (None, sha)]
+    """The evaluation checks of ``split`` (those of checkpoint ``sha``, else those that name no
+    checkpoint): a summary line and a table, failed checks in red."""
+    checks = [c for c in doc.get("checks", []) if c.get("split") == split]
+    own = [c for c in checks if c.get("checkpoint_sha256") == sha]
+    checks = own or [c for c in checks if c.get("checkpoint_sha256") is None]  # legacy checks name no checkpoint
     if not checks:
         return []
     bad = [c for c in checks if not c["passed"]]
