@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from oat.errors import OatError
 from oat.evaluate.plots_oats import oats_section
 from oat.evaluate.plotting import finish_plot, plt
 from oat.evaluate.provenance import current_rows, describe_choice, newest_checkpoint
 from oat.evaluate.report_attacks import attacks_section, checks_section
 from oat.evaluate.results import read_results
-from oat.errors import OatError
 from oat.train.checkpoint import atomic_write_text
 
 
