@@ -76,7 +76,9 @@ def test_a_smaller_subset_never_replaces_a_larger_one(eval_run):
     full = read_results(eval_run)["rows"]
     assert [r["n"] for r in full] == [N_TEST, N_TEST] and {r["subset"] for r in full} == {None}
     records = _csv_set(read_per_example(eval_run, "test"))
-    evaluate_run(eval_run, subset=8, **FAST)
+    logs = []
+    evaluate_run(eval_run, subset=8, **{**FAST, "log": logs.append})
+    assert any(f"larger n (n = {N_TEST})" in m for m in logs), logs
     rows = read_results(eval_run)["rows"]
     assert all(r in rows for r in full) and sorted(r["n"] for r in rows) == [8, 8, N_TEST, N_TEST]
     assert records <= _csv_set(read_per_example(eval_run, "test")), "the per-example CSV lost records"

@@ -123,8 +123,7 @@ def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("
         jpath.unlink()
     result = sweep(model, dataset, lams=lams, widths=widths, attacks=list(attacks), eps=eps, batch_size=batch_size,
                    device=device, seed=seed, subset=subset, progress=progress, norm=norm,
-                   journal=Journal(jpath, checkpoint=sha, log=log),
-                   batch_lams=batch_lams)
+                   journal=Journal(jpath, checkpoint=sha, log=log), batch_lams=batch_lams)
     items = [({**r, **provenance(ckpt_path, sha, subset=subset, n_split=len(dataset), seed=seed,
                                  attack=r["attack"])}, c, cl)
              for r, c, cl in per_example(result, eps=eps, split=split, slimmable=model.spec.slimmable, norm=norm)]
@@ -139,13 +138,7 @@ def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("
                            device=device, rows=rows)
         found = [{**c, "split": split, "eps": eps, "norm": norm, "checkpoint": ckpt_path.name,
                   "checkpoint_sha256": sha} for c in found]
-    doc = merge_results(run, run_header(run), rows, found, replace=replace)
-    write_per_example(run, split, items, result.indices, result.labels, replace=replace)
-    log(format_rows(rows))
-    kept = larger_kept(doc, rows)
-    if kept:
-        log(f"kept {len(kept)} earlier rows of this checkpoint and setting with a larger n "
-            f"(n = {max(r['n'] for r in kept)}); reports use the largest n (--replace lets these rows supersede them)")
+    _store(run, split, rows, found, items, result, replace=replace, log=log)
     if checks:
         log(check_summary(found))
     if report:
@@ -156,6 +149,17 @@ def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("
         raise ChecksFailed(f"{check_summary(found)}; results were written to {run / 'results.json'} "
                            "(--allow-failed-checks accepts them)")
     return rows
+
+
+def _store(run: Path, split: str, rows, found, items, result, *, replace: bool, log) -> None:
+    """Merge the rows, checks and per-example records into the run folder and log the table."""
+    doc = merge_results(run, run_header(run), rows, found, replace=replace)
+    write_per_example(run, split, items, result.indices, result.labels, replace=replace)
+    log(format_rows(rows))
+    kept = larger_kept(doc, rows)
+    if kept:  # stored beside them, not instead: say so, since the report will show the larger n
+        log(f"kept {len(kept)} earlier rows of this checkpoint and setting with a larger n "
+            f"(n = {max(r['n'] for r in kept)}); reports use the largest n (--replace lets these rows supersede them)")
 
 
 def _dataset(model, split: str):
