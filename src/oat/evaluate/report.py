@@ -151,7 +151,7 @@ def write_report(runs, out=None, split: str | None = None, *, eps: float | None 
     lines += ["![SA and RA against λ](sa_ra_vs_lam.png)", "", "![SA–RA trade-off](tradeoff.png)", ""]
     lines += oats_section(main_rows, runs[1:], info, attack, out)
     lines += attacks_section(rows, out)
-    lines += checks_section(doc, split, rows[0].get("checkpoint_sha256"))
+    lines += checks_section(doc, split, rows[0].get("checkpoint_sha256"), info["eps"])
     lines += ["## All rows", ""] + all_rows_table(doc.get("rows", [])) + [""]
     if len(runs) > 1:
         lines += ["## Runs", ""] + [f"- `{r}`" for r in runs] + [""]
