@@ -213,3 +213,12 @@ def test_a_bare_checkpoint_folder_gets_no_results_written_into_it(eval_run, tmp_
     bare = tmp_path / "ckpt"
     os.rename(eval_run / "checkpoints" / "epoch-0004", bare)
     assert "outside a run" in refused(capsys, ["evaluate", bare, *CLI_EVAL], bare)
+
+
+def test_a_checkpoints_folder_on_another_disk_is_fine(eval_run, tmp_path):
+    # RUN/checkpoints itself a link (storage elsewhere): the run's own checkpoints, accepted.
+    store = tmp_path / "store"
+    os.rename(eval_run / "checkpoints", store)
+    os.symlink(store, eval_run / "checkpoints")
+    rows = evaluate_run(eval_run, subset=10, **FAST)
+    assert {r["checkpoint"] for r in rows} == {"epoch-0004"} and (eval_run / "results.json").exists()

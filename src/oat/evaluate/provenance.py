@@ -57,12 +57,15 @@ def checkpoint_sha256(ckpt) -> str:
 
 
 def check_inside(run: Path, ckpt: Path) -> None:
-    """Refuse a checkpoint that resolves outside its run folder (e.g. a symlink to another run's)."""
+    """Refuse a checkpoint that resolves outside its run folder and its ``checkpoints`` folder
+    (e.g. a symlink to another run's checkpoint), so its rows are never filed under this run."""
     real, root = Path(ckpt).resolve(), Path(run).resolve()
     if real == root:
         raise CheckpointError(f"{ckpt} is a checkpoint folder outside a run (no RUN/checkpoints/ above it); "
                               "results are written into a run folder, never into a checkpoint")
-    if root not in real.parents:
+    # A checkpoints folder that is itself a link (to a bigger disk) is a storage choice, kept;
+    # one checkpoint folder linked in from elsewhere is another model.
+    if root not in real.parents and real.parent != (Path(run) / "checkpoints").resolve():
         raise CheckpointError(f"{ckpt} resolves to {real}, outside the run folder {run}; its results would be "
                               "filed under the wrong run: evaluate the run it belongs to")
 
