@@ -56,9 +56,12 @@ def test_rows_worst_and_ra_not_above_sa(eval_run):
 def _mean(recs, row, attack):
     """The mean of ``attack``'s records on the examples of ``row``'s own attack."""
 
-    def of(name):
+    subset = "all" if row["subset"] is None else str(row["subset"])
+
+    def of(name):  # the records of the row's own evaluation (its checkpoint, subset and seed)
         return [r for r in recs if float(r["lam"]) == row["lam"] and r["attack"] == name
-                and abs(float(r["eps"]) - row["eps"]) < 1e-9]
+                and abs(float(r["eps"]) - row["eps"]) < 1e-9 and r["subset"] == subset
+                and r["subset_seed"] == str(row["subset_seed"]) and r["checkpoint_sha256"] == row["checkpoint_sha256"]]
 
     idx = {r["index"] for r in of(row["attack"])}
     sel = [int(r["correct"]) for r in of(attack) if r["index"] in idx]
@@ -77,13 +80,14 @@ def test_csv_reproduces_every_row(eval_run):
             assert _mean(recs, row, "clean") == pytest.approx(row["sa"])
     test = read_per_example(eval_run, "test")
     assert {r["index"] for r in test} == {str(i) for i in subset_indices(360, 40, 0).tolist()}
-    # A later call on a smaller subset (AutoAttack's usual case) keeps the SA of the earlier rows
-    # recomputable: clean records merge per example instead of being replaced.
+    # A later call on a smaller subset (AutoAttack's usual case) keeps every earlier row and
+    # record: the new ones are stored beside them, each row recomputable from its own records.
     evaluate_run(eval_run, attacks=["fgsm"], subset=20, **FAST)
     doc, recs = read_results(eval_run), read_per_example(eval_run, "test")
     for row in (r for r in doc["rows"] if r["split"] == "test"):
         assert _mean(recs, row, "clean") == pytest.approx(row["sa"])
-    assert sum(r["attack"] == "fgsm" for r in recs) == 2 * 20  # fgsm replaced as a whole (2 λ)
+        assert _mean(recs, row, row["attack"]) == pytest.approx(row["ra"])
+    assert sum(r["attack"] == "fgsm" for r in recs) == 2 * (40 + 20)  # both subsets' records (2 λ)
     labels = load_data("digits", seed=0).test.labels
     assert all(int(r["label"]) == int(labels[int(r["index"])]) for r in test[:50])
 

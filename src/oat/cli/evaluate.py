@@ -33,6 +33,9 @@ def add_parser(sub):
     p.add_argument("--check-subset", type=int, default=64, help="examples per check (default 64)")
     p.add_argument("--allow-failed-checks", action="store_true", help="exit 0 even if a check fails")
     p.add_argument("--no-resume", action="store_true", help="recompute every batch (ignore finished ones)")
+    p.add_argument("--replace", action="store_true",
+                   help="let these rows supersede earlier rows of the same checkpoint and setting at other subsets "
+                   "(default: rows of another checkpoint, subset or ε are kept; reports use the largest n)")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--target-ra", type=number, metavar="X",
                         help="print the λ (and width) with RA ≥ X (a fraction, e.g. 0.45) and the best SA, "
@@ -55,7 +58,8 @@ def run(args) -> int:
     widths = None if args.widths is None or "all" in args.widths else args.widths
     kw = dict(subset=args.subset, batch_size=args.batch_size, device=args.device, seed=args.seed,
               progress=progress_wanted(args.no_progress), checks=not args.no_checks, check_subset=args.check_subset,
-              allow_failed_checks=args.allow_failed_checks, resume=not args.no_resume, data_dir=args.data_dir)
+              allow_failed_checks=args.allow_failed_checks, resume=not args.no_resume, data_dir=args.data_dir,
+              replace=args.replace)
     if args.target_ra is not None or args.target_sa is not None:
         row = choose_operating_point(args.run, target_ra=args.target_ra, target_sa=args.target_sa,
                                      attacks=args.attacks, eps=args.eps, norm=args.norm, **kw)

@@ -14,8 +14,9 @@ from oat.env import resolve_device
 from oat.errors import ConfigError
 from oat.evaluate.checks import ChecksFailed, failed, run_checks
 from oat.evaluate.checks import summary as check_summary
-from oat.evaluate.journal import Journal, checkpoint_id, journal_name
-from oat.evaluate.results import merge_results, read_results, write_per_example
+from oat.evaluate.journal import Journal, journal_name
+from oat.evaluate.provenance import check_eps, check_inside, checkpoint_sha256, current_rows, provenance
+from oat.evaluate.results import larger_kept, merge_results, read_results, write_per_example
 from oat.evaluate.select import describe, select_operating_point
 from oat.evaluate.sweep import per_example, sweep
 from oat.runlock import locked
@@ -62,12 +63,18 @@ def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("
                  eps: float | None = None, batch_size: int = 512, device="auto", seed: int = 0,
                  progress: bool = False, report: bool = True, log=print, norm: str = "linf",
                  checks: bool = True, check_subset: int = 64, allow_failed_checks: bool = True,
-                 resume: bool = True, batch_lams: bool | None = None, data_dir=None) -> list[dict]:
+                 resume: bool = True, batch_lams: bool | None = None, data_dir=None,
+                 replace: bool = False) -> list[dict]:
     """Evaluate the run's newest checkpoint and merge the rows into ``RUN/results.json``.
 
     Also writes ``RUN/eval/<split>-per-example.csv`` (every row recomputable) and keeps a
     journal of finished batches under ``RUN/eval/journal/``: the same call after an
     interruption continues where it stopped and gives the same numbers.
+
+    Rows carry their provenance (checkpoint name and weights hash, subset and seed, ε,
+    attack settings) and are keyed by it: an evaluation of another checkpoint, subset or ε
+    adds rows beside the earlier ones and never replaces them (see
+    :mod:`oat.evaluate.provenance`).
 
     Args:
         run: run folder (or a checkpoint folder inside it).
@@ -92,6 +99,9 @@ def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("
         batch_lams: attack all λ of an example in one batch; None: on accelerators only
             (λ by λ is faster on the CPU).
         data_dir: read the data from here instead of the folder recorded in the checkpoint.
+        replace: let these rows supersede those of the same checkpoint and setting at other
+            subsets (without it, a smaller subset's rows are stored beside the larger ones,
+            and reports use the largest n).
 
     Returns:
         The new rows.
@@ -100,24 +110,30 @@ def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("
     ckpt_path = resolve_checkpoint(run)
     run = run_folder(run)
     read_results(run)  # a corrupt results.json is said now, not after the sweep
+    if eps is not None:
+        eps = check_eps(eps)
     if split not in ("val", "test"):
         raise ConfigError(f"split must be val or test; got {split!r}")
     get_threat(norm)
     for name in attacks:
         get_attack(name)
+    check_inside(run, ckpt_path)
     device = resolve_device(device) if isinstance(device, str) else device
     model = load_model(ckpt_path, device)
-    eps = float(model.checkpoint_state.get("eps", 0.0)) if eps is None else float(eps)
+    eps = check_eps(model.checkpoint_state.get("eps", 0.0)) if eps is None else eps
     dataset = _dataset(model, split, data_dir)
     lams, widths = resolve_lams(model, lams), resolve_widths(model, widths)
+    sha = checkpoint_sha256(ckpt_path)
     jpath = run / "eval" / "journal" / journal_name(split=split, norm=norm, eps=eps, subset=subset, seed=seed,
-                                                    batch_size=batch_size, ckpt=checkpoint_id(ckpt_path))
+                                                    batch_size=batch_size, ckpt=sha[:12])
     if not resume and jpath.exists():
         jpath.unlink()
     result = sweep(model, dataset, lams=lams, widths=widths, attacks=list(attacks), eps=eps, batch_size=batch_size,
-                   device=device, seed=seed, subset=subset, progress=progress, norm=norm, journal=Journal(jpath),
-                   batch_lams=batch_lams)
-    items = per_example(result, eps=eps, split=split, slimmable=model.spec.slimmable, norm=norm)
+                   device=device, seed=seed, subset=subset, progress=progress, norm=norm,
+                   journal=Journal(jpath, checkpoint=sha, log=log), batch_lams=batch_lams)
+    items = [({**r, **provenance(ckpt_path, sha, subset=subset, n_split=len(dataset), seed=seed,
+                                 attack=r["attack"])}, c, cl)
+             for r, c, cl in per_example(result, eps=eps, split=split, slimmable=model.spec.slimmable, norm=norm)]
     rows = [_annotate(r) for r, _, _ in items]
     if model.spec.slimmable:  # OATS: FLOPs, parameters and latency of each width's slim network
         from oat.evaluate.cost import add_cost
@@ -129,10 +145,9 @@ def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("
             "determinism) …")
         found = run_checks(model, dataset, lams=lams, widths=widths, eps=eps, norm=norm, seed=seed, n=check_subset,
                            device=device, rows=rows)
-        found = [{**c, "split": split, "eps": eps, "norm": norm} for c in found]
-    merge_results(run, run_header(run), rows, found)
-    write_per_example(run, split, items, result.indices, result.labels)
-    log(format_rows(rows))
+        found = [{**c, "split": split, "eps": eps, "norm": norm, "checkpoint": ckpt_path.name,
+                  "checkpoint_sha256": sha} for c in found]
+    _store(run, split, rows, found, items, result, replace=replace, log=log)
     if checks:
         log(check_summary(found))
     if report:
@@ -143,6 +158,17 @@ def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("
         raise ChecksFailed(f"{check_summary(found)}; results were written to {run / 'results.json'} "
                            "(--allow-failed-checks accepts them)")
     return rows
+
+
+def _store(run: Path, split: str, rows, found, items, result, *, replace: bool, log) -> None:
+    """Merge the rows, checks and per-example records into the run folder and log the table."""
+    doc = merge_results(run, run_header(run), rows, found, replace=replace)
+    write_per_example(run, split, items, result.indices, result.labels, replace=replace)
+    log(format_rows(rows))
+    kept = larger_kept(doc, rows)
+    if kept:  # stored beside them, not instead: say so, since the report will show the larger n
+        log(f"kept {len(kept)} earlier rows of this checkpoint and setting with a larger n "
+            f"(n = {max(r['n'] for r in kept)}); reports use the largest n (--replace lets these rows supersede them)")
 
 
 def _dataset(model, split: str, data_dir=None):
@@ -175,15 +201,19 @@ def choose_operating_point(run, *, target_ra: float | None = None, target_sa: fl
     if (target_ra is None) == (target_sa is None):
         raise ConfigError("give exactly one of --target-ra and --target-sa")
     run = run_folder(run)
-    model = load_model(resolve_checkpoint(run), "cpu")
-    eps = float(model.checkpoint_state.get("eps", 0.0)) if eps is None else float(eps)
+    if eps is not None:
+        eps = check_eps(eps)
+    ckpt = resolve_checkpoint(run)
+    model = load_model(ckpt, "cpu")
+    eps = check_eps(model.checkpoint_state.get("eps", 0.0)) if eps is None else eps
     attack = "worst" if len(set(attacks)) > 1 else list(attacks)[0]
     wanted = {(round(lam, 9), w if model.spec.slimmable else None)
               for lam in resolve_lams(model, None) for w in resolve_widths(model, None)}
+    sha = checkpoint_sha256(ckpt)
 
-    def val_rows():
-        return [r for r in read_results(run).get("rows", []) if r["split"] == "val" and r["attack"] == attack
-                and abs(r["eps"] - eps) < 1e-9 and r.get("norm", "linf") == norm]
+    def val_rows():  # the newest checkpoint's rows only, the largest n of each
+        rows, _ = current_rows(read_results(run), "val", eps=eps, norm=norm, checkpoint=sha)
+        return [r for r in rows if r["attack"] == attack]
 
     have = {(round(r["lam"], 9), r["width"]) for r in val_rows()}
     if not wanted <= have:

@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from oat.evaluate.plotting import finish_plot, plt
-from oat.evaluate.results import read_results, select_rows
 
 
 def _w(row: dict) -> float:
@@ -27,13 +26,16 @@ def _key(row: dict) -> tuple[float, float]:
     return round(float(row["lam"]), 6), round(_w(row), 6)
 
 
-def dedicated_by_width(runs, split: str | None, attack: str | None) -> dict[tuple[float, float], dict]:
-    """``{(λ, width): row}`` of dedicated runs; a run that is not slimmable has width 1."""
+def dedicated_by_width(runs, info: dict, attack: str | None) -> dict[tuple[float, float], dict]:
+    """``{(λ, width): row}`` of dedicated runs at the report's split, ε and norm (``info`` of
+    :func:`oat.evaluate.provenance.current_rows`); a run that is not slimmable has width 1."""
+    from oat.evaluate.report import baseline_rows
+
     out = {}
     for run in runs:
-        doc = read_results(run)
-        for r in select_rows(doc, split, attack):
-            out[_key(r)] = {**r, "run": str(run)}
+        for r in baseline_rows(run, info["split"], info["eps"], info["norm"]):
+            if attack is None or r["attack"] == attack:
+                out[_key(r)] = {**r, "run": str(run)}
     return out
 
 
@@ -108,12 +110,15 @@ def plot_ra_vs_flops(rows: list[dict], ded: dict, path: Path, attack: str) -> No
     finish_plot(fig, ax, path)
 
 
-def oats_section(main_rows: list[dict], baseline_runs, split: str | None, attack: str, out: Path) -> list[str]:
-    """Markdown lines (and PNGs in ``out``) for a slimmable run; ``[]`` for any other run."""
+def oats_section(main_rows: list[dict], baseline_runs, info: dict, attack: str, out: Path) -> list[str]:
+    """Markdown lines (and PNGs in ``out``) for a slimmable run; ``[]`` for any other run.
+
+    ``info``: the report's choice of rows (:func:`oat.evaluate.provenance.current_rows`).
+    """
     rows = [r for r in main_rows if r.get("flops") is not None]
     if not rows:
         return []
-    ded = dedicated_by_width(baseline_runs, split, attack)
+    ded = dedicated_by_width(baseline_runs, info, attack)
     out = Path(out)
     plot_tradeoff_per_width(rows, ded, out / "tradeoff_per_width.png", attack)
     plot_ra_vs_flops(rows, ded, out / "ra_vs_flops.png", attack)

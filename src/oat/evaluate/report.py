@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from oat.errors import OatError
 from oat.evaluate.plots_oats import oats_section
 from oat.evaluate.plotting import finish_plot, plt
+from oat.evaluate.provenance import current_rows, describe_choice, newest_checkpoint
 from oat.evaluate.report_attacks import attacks_section, checks_section
-from oat.evaluate.results import read_results, select_rows
+from oat.evaluate.results import read_results
 from oat.runlock import locked
 from oat.train.checkpoint import atomic_write_text
+
+
+class EmptyReport(OatError):
+    """A report with no rows to show (it would replace a good report.md by a stub)."""
 
 
 def _pct(v) -> str:
@@ -28,13 +34,18 @@ def _main_attack(rows: list[dict]) -> str | None:
     return sorted(attacks)[0] if attacks else None
 
 
-def _dedicated(runs: list[Path], split: str | None, attack: str | None) -> dict[float, dict]:
+def baseline_rows(run: Path, split: str, eps: float | None, norm: str) -> list[dict]:
+    """A dedicated run's rows at the report's split, ε and norm (its newest checkpoint's)."""
+    rows, _ = current_rows(read_results(run), split, eps=eps, norm=norm, newest=newest_checkpoint(run))
+    return rows
+
+
+def _dedicated(runs: list[Path], split: str, attack: str | None, eps: float | None, norm: str) -> dict[float, dict]:
     """``{λ: row}`` of each dedicated run (its own λ)."""
     out = {}
     for run in runs:
-        rows = select_rows(read_results(run), split, attack)
-        for r in rows:
-            if r.get("width") in (None, 1.0):  # dedicated slim runs: see oat.evaluate.plots_oats
+        for r in baseline_rows(run, split, eps, norm):
+            if r["attack"] == attack and r.get("width") in (None, 1.0):  # slim runs: see oat.evaluate.plots_oats
                 out[r["lam"]] = r
     return out
 
@@ -53,11 +64,15 @@ def comparison_table(main_rows: list[dict], ded: dict[float, dict]) -> list[str]
 
 
 def all_rows_table(rows: list[dict]) -> list[str]:
-    lines = ["| split | attack | ε | λ | width | SA % | RA % | n |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| split | attack | ε | λ | width | SA % | RA % | n | checkpoint | subset seed |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         w = "–" if r["width"] is None else f"{r['width']:g}"
+        ckpt = "unknown" if r.get("checkpoint_sha256") is None else \
+            f"{r.get('checkpoint')} ({r['checkpoint_sha256'][:12]})"
+        seed = "–" if r.get("subset_seed") is None else r["subset_seed"]
         lines.append(f"| {r['split']} | {r['attack']} | {r['eps']:.4g} | {r['lam']:g} | {w} | {_pct(r['sa'])} | "
-                     f"{_pct(r['ra'])} | {r['n']} |")
+                     f"{_pct(r['ra'])} | {r['n']} | {ckpt} | {seed} |")
     return lines
 
 
@@ -94,38 +109,51 @@ def plot_tradeoff(main_rows, ded, path: Path, attack: str) -> None:
 
 
 @locked(lambda runs, out=None, *_, **__: Path(out or list(runs)[0]), "oat report")  # one writer per folder
-def write_report(runs, out=None, split: str | None = None) -> Path:
+def write_report(runs, out=None, split: str | None = None, *, eps: float | None = None,
+                 checkpoint: str | None = None) -> Path:
     """Write ``report.md`` and PNG plots for ``runs[0]`` beside the dedicated ``runs[1:]``.
+
+    The tables and plots show the rows of one checkpoint, one ε and one norm, the largest n
+    of each (λ, width, attack) (:func:`oat.evaluate.provenance.current_rows`); the report
+    says which. Every row is still listed under "All rows".
 
     Args:
         runs: run folders; the first is the OAT/OATS model, the rest dedicated baselines.
         out: output folder (default: the first run folder).
         split: which split's rows (default: test if present, else val).
+        eps: which ε (default: the run's ε if it has rows, else the ε most rows have).
+        checkpoint: which checkpoint (folder name or sha256; default: the run's newest).
 
     Returns:
         The path of ``report.md``.
+
+    Raises:
+        EmptyReport: no rows to show; nothing is written (an existing report stays as it was).
     """
     runs = [Path(r) for r in runs]
     out = Path(out) if out else runs[0]
-    out.mkdir(parents=True, exist_ok=True)
     doc = read_results(runs[0])
-    rows = select_rows(doc, split)
-    split = rows[0]["split"] if rows else (split or "test")
+    rows, info = current_rows(doc, split, eps=eps, checkpoint=checkpoint, newest=newest_checkpoint(runs[0]))
+    split = info["split"]
     attack = _main_attack(rows)
-    main_rows = [r for r in rows if r["attack"] == attack]
-    ded = _dedicated(runs[1:], split, attack)
+    main_rows = sorted((r for r in rows if r["attack"] == attack), key=lambda r: (-(r["width"] or 1.0), r["lam"]))
+    if not main_rows:
+        raise EmptyReport(f"{runs[0]} has no {split} rows to report ({info['checkpoint']}"
+                          f"{'' if eps is None else f', ε = {eps:g}'}); nothing written (`oat evaluate {runs[0]} "
+                          f"--split {split}` first)")
+    out.mkdir(parents=True, exist_ok=True)
+    ded = _dedicated(runs[1:], split, attack, info["eps"], info["norm"])
     lines = [f"# oat report: {runs[0].name}", "",
              f"Model `{doc.get('model')}`, objective `{doc.get('objective')}`, data `{doc.get('data')}`, "
-             f"ε = {doc.get('eps')}, split `{split}`. Accuracies in %; RA under `{attack}`.", ""]
-    if main_rows:
-        lines += ["## Trade-off" + (" against dedicated models" if ded else ""), ""]
-        lines += comparison_table(main_rows, ded) + [""]
-        plot_vs_lam(main_rows, ded, out / "sa_ra_vs_lam.png", attack)
-        plot_tradeoff(main_rows, ded, out / "tradeoff.png", attack)
-        lines += ["![SA and RA against λ](sa_ra_vs_lam.png)", "", "![SA–RA trade-off](tradeoff.png)", ""]
-        lines += oats_section(main_rows, runs[1:], split, attack, out)
-        lines += attacks_section(rows, out)
-    lines += checks_section(doc, split)
+             f"trained at ε = {doc.get('eps')}. Accuracies in %; RA under `{attack}`.", "", describe_choice(info), ""]
+    lines += ["## Trade-off" + (" against dedicated models" if ded else ""), ""]
+    lines += comparison_table(main_rows, ded) + [""]
+    plot_vs_lam(main_rows, ded, out / "sa_ra_vs_lam.png", attack)
+    plot_tradeoff(main_rows, ded, out / "tradeoff.png", attack)
+    lines += ["![SA and RA against λ](sa_ra_vs_lam.png)", "", "![SA–RA trade-off](tradeoff.png)", ""]
+    lines += oats_section(main_rows, runs[1:], info, attack, out)
+    lines += attacks_section(rows, out)
+    lines += checks_section(doc, split, rows[0].get("checkpoint_sha256"), info["eps"])
     lines += ["## All rows", ""] + all_rows_table(doc.get("rows", [])) + [""]
     if len(runs) > 1:
         lines += ["## Runs", ""] + [f"- `{r}`" for r in runs] + [""]

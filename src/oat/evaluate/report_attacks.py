@@ -39,9 +39,13 @@ def max_width(rows: list[dict]):
     return max(widths) if widths else None
 
 
-def checks_section(doc: dict, split: str) -> list[str]:
-    """The evaluation checks of ``split``: a summary line and a table, failed checks in red."""
-    checks = [c for c in doc.get("checks", []) if c.get("split") == split]
+def checks_section(doc: dict, split: str, sha: str | None = None, eps: float | None = None) -> list[str]:
+    """The evaluation checks of ``split`` at ``eps`` (those of checkpoint ``sha``, else those that
+    name no checkpoint): a summary line and a table, failed checks in red."""
+    checks = [c for c in doc.get("checks", []) if c.get("split") == split
+              and (eps is None or c.get("eps") is None or abs(c["eps"] - eps) < 1e-9)]
+    own = [c for c in checks if c.get("checkpoint_sha256") == sha]
+    checks = own or [c for c in checks if c.get("checkpoint_sha256") is None]  # legacy checks name no checkpoint
     if not checks:
         return []
     bad = [c for c in checks if not c["passed"]]

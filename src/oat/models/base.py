@@ -93,7 +93,11 @@ class ConditionedNet(nn.Module):
         return lambda x: self.forward_ctx(x, ctx)
 
     def at(self, lam: float, width: float | None = None) -> BoundModel:
-        """A plain ``nn.Module`` mapping images to logits at a fixed (λ, width)."""
+        """A plain ``nn.Module`` mapping images to logits at a fixed (λ, width), in eval mode.
+
+        The bound model is an inference view of this model (see :class:`BoundModel`): its
+        ``train()``/``eval()`` never change this model's mode.
+        """
         lam = self.spec.check_lam(lam)
         self.spec.width_index(width)
         return BoundModel(self, lam, width)
@@ -107,6 +111,15 @@ class BoundModel(nn.Module):
     """``model.at(lam, width)``: an ordinary classifier ``x -> logits`` for attacks, ART, ONNX.
 
     It shares storage with its parent and computes only the (λ, width) sub-network.
+
+    It starts in eval mode, and its own ``training`` flag alone decides how it computes:
+    ``bound.train(mode)`` sets that flag and does not recurse into the shared parent, and
+    each forward runs the parent in the bound model's mode, putting every parent module's
+    flag back afterwards. So tools that toggle modes around their work (``torch.onnx.export``
+    restores the mode it found; ART's ``predict`` calls ``train(False)``) can never leave the
+    parent in training mode, and an eval-mode bound model never updates BN running statistics.
+    Calling ``bound.train()`` explicitly (to fine-tune the sub-network) does make its forward
+    passes use batch statistics and update the parent's running statistics, as asked.
     """
 
     def __init__(self, parent: ConditionedNet, lam: float, width: float | None):
@@ -114,9 +127,26 @@ class BoundModel(nn.Module):
         self.parent = parent
         self.lam = float(lam)
         self.width = width
+        self.training = False
+
+    def train(self, mode: bool = True) -> BoundModel:
+        if not isinstance(mode, bool):
+            raise ValueError("training mode is expected to be boolean")
+        self.training = mode  # the parent is shared: its flags are only switched inside forward
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.parent(x, self.lam, self.width)
+        modules = list(self.parent.modules())
+        saved = [m.training for m in modules]
+        if all(flag == self.training for flag in saved):
+            return self.parent(x, self.lam, self.width)
+        try:
+            for m in modules:
+                m.training = self.training
+            return self.parent(x, self.lam, self.width)
+        finally:
+            for m, flag in zip(modules, saved):
+                m.training = flag
 
     def extra_repr(self) -> str:
         return f"lam={self.lam:g}, width={self.width}"
