@@ -87,11 +87,13 @@ def training(args, device) -> list[dict]:
     make = lambda spec: create_model("small-cnn", spec, in_channels=1).to(device)
     oats_model = make(Conditioning(widths=WIDTHS))
     groups = {
-        "oats": [Trainer(oats_model, OATS(PAPER_LAMS, attack, WIDTHS), device)],
-        "oats-summed": [Trainer(oats_model, OATS(PAPER_LAMS, attack, WIDTHS, backward_per_width=False), device)],
-        "oat-per-width": [Trainer(make(Conditioning(widths=(w,))), OAT(PAPER_LAMS, attack), device) for w in WIDTHS],
-        "pgdat-per-(width, λ)": [Trainer(make(Conditioning.dedicated(lam, widths=(w,))), PGDAT(lam, attack), device)
-                                 for w in WIDTHS for lam in PAPER_LAMS],
+        "oats": [Trainer(oats_model, OATS(oats_model.spec, attack), device)],
+        "oats-summed": [Trainer(oats_model, OATS(oats_model.spec, attack, backward_per_width=False), device)],
+        "oat-per-width": [Trainer(m, OAT(m.spec, attack), device)
+                          for m in (make(Conditioning(widths=(w,))) for w in WIDTHS)],
+        "pgdat-per-(width, λ)": [Trainer(m, PGDAT(m.spec, attack), device)
+                                 for m in (make(Conditioning.dedicated(lam, widths=(w,)))
+                                           for w in WIDTHS for lam in PAPER_LAMS)],
     }
     trainers = [t for ts in groups.values() for t in ts]
     flops = {id(t): t.flops(x, y) for t in trainers}  # also the warm-up step
@@ -133,7 +135,7 @@ def memory_probe(per_width: bool, batch_size: int) -> None:
     """Child process: print the max-RSS growth (MiB) of OATS steps, as JSON."""
     torch.set_num_threads(1)
     model = create_model("small-cnn", Conditioning(widths=WIDTHS), in_channels=1)
-    obj = OATS(PAPER_LAMS, AttackConfig(eps=0.3, steps=2), WIDTHS, backward_per_width=per_width)
+    obj = OATS(model.spec, AttackConfig(eps=0.3, steps=2), backward_per_width=per_width)
     x, y = batch(batch_size, torch.device("cpu"))
     with torch.no_grad():  # allocate the weights and a forward's buffers before the baseline
         model(x, 1.0)

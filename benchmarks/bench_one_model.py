@@ -26,16 +26,16 @@ from pathlib import Path
 import torch
 from common import clean_accuracy, pgd_accuracy, set_threads, table, write_result
 
+from oat.checkpoint import load_model
 from oat.conditioning import PAPER_LAMS
 from oat.data import load_data
-from oat.train.checkpoint import load_model
 from oat.train.config import TrainConfig
 from oat.train.runner import train
 
 
 def timed_run(cfg: TrainConfig, out: Path) -> float:
     t0 = time.perf_counter()
-    train(cfg, out, overwrite=True, progress=False, evaluate=False, log=lambda *_: None)
+    train(cfg, out, overwrite=True, progress=False, log=lambda *_: None)
     return time.perf_counter() - t0
 
 

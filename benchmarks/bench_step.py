@@ -52,7 +52,7 @@ def build(args, setting: dict, batch: int):
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), device=dev)
-    objective = OAT(PAPER_LAMS, AttackConfig(eps=8 / 255, steps=args.attack_steps))
+    objective = OAT(model.spec, AttackConfig(eps=8 / 255, steps=args.attack_steps))
     if setting["compile"]:
         # dynamic=None: static first, dynamic after a recompile (dynamic=True fails in inductor on
         # this model: "cannot determine truth value of Relational").
@@ -67,8 +67,9 @@ def run_steps(model, objective, opt, x, y, n: int, amp: str, progress: bool = Fa
     state = loop.LoopState()
     sync(dev)
     t0 = time.perf_counter()
-    loop.train_epoch(model, objective, [(x, y)] * n, opt, state, base_lr=0.01, total_steps=10**6, device=dev,
-                     amp=amp, progress=progress)
+    loop.train_epoch(model, objective, [(x, y)] * n, opt, state,
+                     loop.LoopOptions(epochs=1, base_lr=0.01, device=dev, amp=amp, progress=progress),
+                     total_steps=10**6)
     sync(dev)
     return time.perf_counter() - t0
 
@@ -186,7 +187,7 @@ def lever_setup(name: str, args):
             return lambda z: model.forward_ctx(z, ctx)
         model.predictor = predictor
     if name == "attack λ=0 too":
-        objective = AttackAll(objective.lams, objective.attack)
+        objective = AttackAll(objective.spec, objective.attack)
     if name == "params frozen while crafting":
         objective.attack.craft = frozen_craft(objective.attack.craft)
     return model, objective, opt, x, y, s["amp"], name == "progress bar on"

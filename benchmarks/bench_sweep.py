@@ -73,11 +73,11 @@ def run_case(name, n, batch_size, device) -> dict:
 def run_trained(run: str, n: int, batch_size: int, repeats: int, device) -> dict:
     """The library's two sweep paths on a trained run's test split (PGD-20 at the run's ε),
     alternated ``repeats`` times; the best time of each is kept."""
-    from oat.evaluate.api import _dataset  # the split `oat evaluate` would use
+    from oat.evaluate.api import eval_dataset  # the split `oat evaluate` would use
 
     model = oat.load(run, device=device)
     cfg = model.checkpoint_state["config"]
-    test = _dataset(model, "test")
+    test = eval_dataset(model, "test")
     eps, lams = float(model.checkpoint_state["eps"]), list(model.spec.lams)
     kw = dict(lams=lams, widths=[None], attacks=["pgd20"], eps=eps, subset=n, batch_size=batch_size, device=device)
     best, ra = {True: float("inf"), False: float("inf")}, {}

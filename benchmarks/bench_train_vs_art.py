@@ -29,7 +29,7 @@ from oat.attacks import train_step_size
 from oat.conditioning import PAPER_LAMS, Conditioning
 from oat.data import DeviceLoader
 from oat.models import create_model
-from oat.train.loop import LoopState, cosine_lr, train_epoch
+from oat.train.loop import LoopOptions, LoopState, cosine_lr, train_epoch
 from oat.train.objectives import OAT, PGDAT, AttackConfig
 
 CONFIGS = {
@@ -54,8 +54,9 @@ def oat_trainer(model, objective, train, args, device):
     def epoch():
         loader.set_epoch(state.epoch)
         with Timer(device) as t:
-            train_epoch(model, objective, loader, opt, state, base_lr=args.lr, total_steps=total, device=device,
-                        amp=args.amp, progress=False)
+            train_epoch(model, objective, loader, opt, state,
+                        LoopOptions(epochs=args.epochs, base_lr=args.lr, device=device, amp=args.amp, progress=False),
+                        total_steps=total)
         state.epoch += 1
         return t.seconds
 
@@ -103,10 +104,10 @@ def run_config(name: str, args, device) -> list[dict]:
     art_model = copy.deepcopy(ded)
     oat_model = create_model(arch, Conditioning(lams=PAPER_LAMS), in_channels=ch, num_classes=10, **kw)
     attack = AttackConfig(eps=eps, steps=args.steps)
-    runners = {"oat PGD-AT": oat_trainer(ded, PGDAT(1.0, attack), train, args, device),
+    runners = {"oat PGD-AT": oat_trainer(ded, PGDAT(ded.spec, attack), train, args, device),
                "ART AdversarialTrainerMadryPGD": art_trainer(art_model, train, eps, args, device)}
     if not args.skip_oat:
-        runners["oat OAT (6 λ)"] = oat_trainer(oat_model, OAT(PAPER_LAMS, attack), train, args, device)
+        runners["oat OAT (6 λ)"] = oat_trainer(oat_model, OAT(oat_model.spec, attack), train, args, device)
     seconds = {k: [] for k in runners}
     np.random.seed(0)
     for _ in range(args.epochs):  # alternate: the same machine load for every trainer

@@ -263,7 +263,7 @@ def test_read_only_output_folder(tmp_path, capsys, monkeypatch):
 
 
 def test_full_disk_while_checkpointing_keeps_previous(run, capsys, monkeypatch):
-    ck = importlib.import_module("oat.train.checkpoint")
+    ck = importlib.import_module("oat.checkpoint")
 
     def full(*a, **kw):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), a[1] if len(a) > 1 else None)
@@ -278,7 +278,7 @@ def test_full_disk_while_checkpointing_keeps_previous(run, capsys, monkeypatch):
 
 
 def test_full_disk_while_writing_results(run, capsys, monkeypatch):
-    ck = importlib.import_module("oat.train.checkpoint")
+    ck = importlib.import_module("oat.checkpoint")
 
     def full(fd, *a, **kw):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

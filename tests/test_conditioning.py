@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from oat.checkpoint import load_model, save_checkpoint
 from oat.conditioning import ENCODINGS, PAPER_LAMS, Conditioning, list_encodings, make_table
 from oat.errors import ConfigError, LamError
 from oat.models import create_model
-from oat.train.checkpoint import load_model, save_checkpoint
 
 INDEX_ENCODINGS = [n for n in list_encodings() if ENCODINGS[n].index_based]
 VALUE_ENCODINGS = [n for n in list_encodings() if not ENCODINGS[n].index_based]

@@ -139,7 +139,7 @@ def test_old_run_is_deleted_only_after_the_first_checkpoint(run):
         seen.append(len(aside) == 1 and (aside[0] / "old-result.txt").exists())
 
     cfg = TrainConfig.from_dict({"epochs": 1, "attack_steps": 0, "val_size": 1000})
-    train(cfg, run, overwrite=True, progress=False, evaluate=False, log=lambda *_: None, step_hook=hook)
+    train(cfg, run, overwrite=True, progress=False, log=lambda *_: None, step_hook=hook)
     assert seen and all(seen)
     assert not list(run.parent.glob(".run.oat-replaced-*"))
     assert not (run / "old-result.txt").exists() and (run / "oat-run.json").exists()

@@ -8,10 +8,10 @@ SA gap reliably on 360 test images (measured: 97.2% vs 96.9%).
 
 import pytest
 
+from oat.checkpoint import load_model
 from oat.data import load_data
 from oat.demo import DEMO_CONFIG
 from oat.evaluate.sweep import sweep, to_rows
-from oat.train.checkpoint import load_model
 from oat.train.config import TrainConfig
 from oat.train.runner import train
 
@@ -24,7 +24,7 @@ CFG = {**DEMO_CONFIG, "lams": [0.0, 1.0], "epochs": 8, "batch_size": 64, "attack
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory):
     out = train(TrainConfig.from_dict(CFG), tmp_path_factory.mktemp("tradeoff") / "run", progress=False,
-                evaluate=False, log=lambda *a: None)
+                log=lambda *a: None)
     model = load_model(out)
     result = sweep(model, load_data("digits").test, lams=[0.0, 1.0], widths=[None], attacks=["pgd20"],
                    eps=CFG["eps"], seed=0)

@@ -16,20 +16,24 @@ not named ``train``/``evaluate``/``demo`` because those are the subpackages ``oa
 """
 
 
+from oat.checkpoint import load_model as load
 from oat.conditioning import PAPER_LAMS, Conditioning
+from oat.evaluate.plan import EvalPlan
 from oat.models import create_model, list_models
-from oat.train.checkpoint import load_model as load
 from oat.train.config import TrainConfig
 
 __version__ = "0.1.0"
 
 
 def fit(config, out, **kwargs):
-    """Train as ``oat train`` does; see :func:`oat.train.runner.train`."""
-    from oat.train.runner import train as _train
+    """Train, then evaluate and report, as ``oat train`` does; ``evaluate=False`` trains only.
+
+    See :func:`oat.pipeline.train_and_evaluate` (``plan=EvalPlan(...)`` sets the evaluation).
+    """
+    from oat.pipeline import train_and_evaluate
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-    return _train(cfg, out, **kwargs)
+    return train_and_evaluate(cfg, out, **kwargs)
 
 
 def evaluate_run(run, **kwargs):
@@ -60,6 +64,6 @@ def run_demo(out=None, **kwargs):
     return _run_demo(out, **kwargs)
 
 
-__all__ = ["PAPER_LAMS", "Conditioning", "TrainConfig", "create_model", "evaluate_run", "fit", "list_models",
-           "load", "mix", "report", "run_demo"]
+__all__ = ["PAPER_LAMS", "Conditioning", "EvalPlan", "TrainConfig", "create_model", "evaluate_run", "fit",
+           "list_models", "load", "mix", "report", "run_demo"]
 

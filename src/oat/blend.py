@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
+from oat.checkpoint import atomic_write_text, load_model, resolve_checkpoint, save_checkpoint
 from oat.data import load_data
 from oat.errors import ConfigError, RunFolderError
 from oat.models import create_model
 from oat.models.mixture import COMBINES, alpha_spec
-from oat.train.checkpoint import atomic_write_text, load_model, resolve_checkpoint, save_checkpoint
-from oat.train.rundir import write_marker
+from oat.rundir import write_marker
 
 DEFAULT_ALPHAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 

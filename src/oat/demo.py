@@ -13,13 +13,13 @@ from pathlib import Path
 from oat.conditioning import PAPER_LAMS
 from oat.evaluate.api import evaluate_run
 from oat.evaluate.report import write_report
+from oat.pipeline import train_and_evaluate
 from oat.train.config import TrainConfig
-from oat.train.runner import train
 
 # Settings that train digits in about 5 minutes on 2 CPU cores and show the trade-off.
 # ε = 0.3: at digits' default 0.1 adversarial training costs no clean accuracy on this easy data,
 # so the trade-off would not show; 0.3 (MNIST's usual radius) makes it visible.
-DEMO_CONFIG = dict(data="digits", model="small-cnn", eps=0.3, epochs=30, batch_size=64, lr=0.1, eval_split="val")
+DEMO_CONFIG = dict(data="digits", model="small-cnn", eps=0.3, epochs=30, batch_size=64, lr=0.1)
 
 
 def run_demo(out=None, *, lams=PAPER_LAMS, epochs: int | None = None, progress: bool = True,
@@ -44,14 +44,15 @@ def run_demo(out=None, *, lams=PAPER_LAMS, epochs: int | None = None, progress: 
         base["epochs"] = epochs
     t0 = time.perf_counter()
     log(f"[1/{len(lams) + 2}] OAT on digits, λ ∈ {{{', '.join(f'{v:g}' for v in lams)}}} → {out}")
-    train(TrainConfig.from_dict({**base, "objective": "oat"}), out, overwrite=overwrite, progress=progress,
-          evaluate=False, log=log)
+    # Each run is trained alone; all are evaluated on the test split below, then reported together.
+    train_and_evaluate(TrainConfig.from_dict({**base, "objective": "oat"}), out, overwrite=overwrite,
+                       progress=progress, evaluate=False, log=log)
     runs = [out]
     for i, lam in enumerate(lams):
         ded = out / "dedicated" / f"lam-{lam:g}"
         log(f"[{i + 2}/{len(lams) + 2}] dedicated PGD-AT at λ={lam:g}")
-        train(TrainConfig.from_dict({**base, "objective": "pgdat", "lam": float(lam)}), ded, overwrite=overwrite,
-              progress=progress, evaluate=False, log=log)
+        train_and_evaluate(TrainConfig.from_dict({**base, "objective": "pgdat", "lams": [float(lam)]}), ded,
+                           overwrite=overwrite, progress=progress, evaluate=False, log=log)
         runs.append(ded)
     log(f"[{len(lams) + 2}/{len(lams) + 2}] evaluating on the test split (SA, PGD-20 RA)")
     for run in runs[1:]:

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from clean_training import train_clean
+from oat.checkpoint import save_checkpoint
 from oat.conditioning import Conditioning
 from oat.data import load_data
 from oat.models import create_model
-from oat.train.checkpoint import save_checkpoint
 
 EPS = 0.1
 

@@ -5,13 +5,13 @@ import json
 import pytest
 import torch
 
+from oat.checkpoint import load_model
 from oat.cli.main import main
 from oat.data import load_data
 from oat.evaluate import api
 from oat.evaluate.checks import row_checks, run_checks, summary, tolerance
 from oat.evaluate.results import read_results
 from oat.models.base import ConditionedNet
-from oat.train.checkpoint import load_model
 
 
 class Rounded(ConditionedNet):

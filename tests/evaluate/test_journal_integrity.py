@@ -7,11 +7,11 @@ import shutil
 
 import torch
 
+from oat.checkpoint import load_model, save_checkpoint
 from oat.evaluate.api import evaluate_run
 from oat.evaluate.journal import Journal, journal_name
 from oat.evaluate.provenance import checkpoint_sha256
 from oat.evaluate.results import read_results
-from oat.train.checkpoint import load_model, save_checkpoint
 
 KW = dict(progress=False, report=False, checks=False, attacks=["fgsm"], subset=40, batch_size=16)
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from oat.checkpoint import load_model, save_checkpoint
 from oat.cli.main import main
 from oat.errors import CheckpointError, ConfigError, OatError
 from oat.evaluate.api import evaluate_run
 from oat.evaluate.provenance import checkpoint_sha256
 from oat.evaluate.report import EmptyReport, write_report
 from oat.evaluate.results import per_example_path, read_per_example, read_results
-from oat.train.checkpoint import load_model, save_checkpoint
 
 FAST = dict(progress=False, report=False, log=lambda *_: None, checks=False, attacks=["fgsm"])
 CLI_EVAL = ["--no-progress", "--no-checks", "--subset", "10", "--attacks", "fgsm"]

@@ -5,12 +5,12 @@ import shutil
 import pytest
 import torch
 
+from oat.checkpoint import load_model
 from oat.data import load_data
 from oat.evaluate import sweep as sweep_mod
 from oat.evaluate.api import evaluate_run
 from oat.evaluate.results import merge_results, read_per_example, read_results
 from oat.evaluate.sweep import subset_indices, sweep, to_rows
-from oat.train.checkpoint import load_model
 
 FAST = dict(progress=False, report=False, log=lambda *_: None, checks=False)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import oat
-from oat.train.checkpoint import save_checkpoint
+from oat.checkpoint import save_checkpoint
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from oat.checkpoint import load_model, save_checkpoint
 from oat.conditioning import Conditioning
 from oat.errors import WidthError
 from oat.models import MODELS, create_model
 from oat.models.export import SlimNet, export, shrink_to_widths
 from oat.nn import DualBN, FiLM, SConv2d, SLinear
-from oat.train.checkpoint import load_model, save_checkpoint
 
 WIDTHS = (0.5, 0.75, 1.0)
 # (name, kwargs, image channels, image size): a plain CNN, a pre-activation WRN, a basic-block ResNet.

@@ -88,7 +88,7 @@ def test_the_blend_is_attacked_as_one_model_not_through_a_member(runs, digits, t
     end_to_end = ra(pgd(blend, x, y, generator=torch.Generator().manual_seed(0), **kw))
     assert end_to_end < through_b - 0.3
     # oat evaluate on the saved blend runs the end-to-end attack: save the edited model and check.
-    from oat.train.checkpoint import save_checkpoint
+    from oat.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "m" / "checkpoints", "mix", m, None, m.checkpoint_state)
     row = evaluate_run(tmp_path / "m", lams=[0.5], attacks=["pgd20"], subset=200, report=False, checks=False,

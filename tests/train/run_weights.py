@@ -2,7 +2,7 @@
 
 from safetensors.torch import load_file
 
-from oat.train.checkpoint import resolve_checkpoint
+from oat.checkpoint import resolve_checkpoint
 
 
 def final_weights(run) -> dict:
@@ -17,8 +17,8 @@ def on_objective_call(monkeypatch, at_call: int, before=None, after=None) -> dic
 
     build, calls = runner.build_objective, {"n": 0}
 
-    def patched(cfg, eps):
-        obj = build(cfg, eps)
+    def patched(cfg, spec, eps):
+        obj = build(cfg, spec, eps)
 
         def wrapped(*a, **kw):
             calls["n"] += 1

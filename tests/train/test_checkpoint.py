@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import oat
+from oat import checkpoint as ck
+from oat.checkpoint import FORMAT_VERSION, load_model, resolve_checkpoint, save_checkpoint
 from oat.cli.main import main
 from oat.conditioning import Conditioning
 from oat.errors import CheckpointError
-from oat.train import checkpoint as ck
-from oat.train.checkpoint import FORMAT_VERSION, load_model, resolve_checkpoint, save_checkpoint
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from oat.conditioning import ENCODINGS, PAPER_LAMS, Conditioning
 from oat.errors import LamError
 from oat.models import create_model
 from oat.train.config import TrainConfig
-from oat.train.runner import build_objective
+from oat.train.runner import build_objective, build_spec
 from oat.train.sampling import sample_lams, zero_share
 
 
@@ -61,7 +61,8 @@ def test_continuous_sampler_is_uniform_over_zero_to_max():
     "encoding,continuous", [("continuous", True), ("scalar", True), ("random-orthogonal", False), ("one-hot", False)]
 )
 def test_objective_picks_the_sampler_from_the_encoding(encoding, continuous):
-    assert build_objective(TrainConfig(encoding=encoding), 0.1).continuous is continuous
+    cfg = TrainConfig(encoding=encoding)
+    assert build_objective(cfg, build_spec(cfg), 0.1).continuous is continuous
 
 
 @pytest.mark.parametrize("encoding", ["random-orthogonal", "one-hot", "dct"])

@@ -15,8 +15,8 @@ import pytest
 import torch
 from run_weights import final_weights
 
+from oat.checkpoint import load_model, resolve_checkpoint
 from oat.cli.main import main
-from oat.train.checkpoint import load_model, resolve_checkpoint
 
 ARGS = ["--data", "digits", "--epochs", "4", "--batch-size", "64", "--deterministic", "--no-eval",
         "--no-progress", "attack_steps=1", "val_size=1000"]

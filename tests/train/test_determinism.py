@@ -9,8 +9,8 @@ import torch
 from run_weights import final_weights as weights
 from run_weights import on_objective_call
 
+from oat.checkpoint import resolve_checkpoint
 from oat.cli.main import main
-from oat.train.checkpoint import resolve_checkpoint
 
 ARGS = ["--data", "digits", "--epochs", "2", "--batch-size", "64", "--no-eval", "--no-progress",
         "attack_steps=1", "val_size=1000"]

@@ -11,7 +11,7 @@ from oat.conditioning import Conditioning
 from oat.errors import ConfigError
 from oat.models import create_model
 from oat.train.config import TrainConfig
-from oat.train.loop import fit
+from oat.train.loop import LoopOptions, fit
 from oat.train.objectives import OATS, AttackConfig
 from oat.train.runner import build_objective, build_spec
 
@@ -30,7 +30,7 @@ def _batch(n=12, seed=0):
 
 
 def _objective(model, per_width=True):
-    return OATS(model.spec.lams, AttackConfig(eps=0.1, steps=2), (0.75, 1.0, 0.5), backward_per_width=per_width)
+    return OATS(model.spec, AttackConfig(eps=0.1, steps=2), backward_per_width=per_width)
 
 
 def test_each_width_in_turn_largest_first(model):
@@ -70,8 +70,7 @@ def test_fit_steps_the_same_with_or_without_per_width_backward(model):
     for per_width in (True, False):
         m = copy.deepcopy(model)
         opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
-        fit(m, _objective(m, per_width), batches, opt, epochs=1, base_lr=0.1, device=torch.device("cpu"),
-            progress=False)
+        fit(m, _objective(m, per_width), batches, opt, LoopOptions(epochs=1, base_lr=0.1, progress=False))
         out.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
     assert not torch.equal(out[0], torch.cat([p.detach().flatten() for p in model.parameters()]))
     torch.testing.assert_close(out[0], out[1], rtol=1e-5, atol=1e-6)
@@ -81,7 +80,8 @@ def test_build_spec_dedicated_slim_baseline():
     spec = build_spec(TrainConfig(objective="pgdat", lam=1.0, widths=[0.5]))
     assert spec.widths == (0.5,) and not spec.film and spec.lams == (1.0,)
     assert build_spec(TrainConfig(objective="oats", widths=[0.5, 1.0, 0.75])).widths == (1.0, 0.75, 0.5)
-    obj = build_objective(TrainConfig(objective="oats", widths=[0.5, 1.0]), 0.1)
+    cfg = TrainConfig(objective="oats", widths=[0.5, 1.0])
+    obj = build_objective(cfg, build_spec(cfg), 0.1)
     assert isinstance(obj, OATS) and obj.widths == (1.0, 0.5)
     for objective in ("pgdat", "oat"):
         with pytest.raises(ConfigError, match="--objective oats"):
@@ -99,7 +99,7 @@ def oats_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("oats") / "run"
     cfg = TrainConfig(data="digits", model="small-cnn", objective="oats", widths=[0.5, 1.0], eps=0.3,
                       epochs=EPOCHS, batch_size=64, lams=[0.0, 0.4, 1.0], seed=0, amp="off")
-    train(cfg, out, progress=False, evaluate=False, log=lambda *a: None)
+    train(cfg, out, progress=False, log=lambda *a: None)
     return out
 
 
@@ -133,7 +133,7 @@ def test_rows_carry_the_cost_of_each_width(oats_run, oats_rows):
 @pytest.mark.slow
 def test_save_load_keeps_every_output(oats_run, tmp_path):
     import oat
-    from oat.train.checkpoint import save_checkpoint
+    from oat.checkpoint import save_checkpoint
 
     model = oat.load(oats_run)
     save_checkpoint(tmp_path / "checkpoints", "epoch-0001", model, None, {"epoch": 1, "step": 0})

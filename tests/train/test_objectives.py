@@ -49,7 +49,7 @@ def _xy(n=24, seed=0):
 
 def test_oat_attacks_only_the_nonzero_lam_examples(tiny_model, spy):
     x, y = _xy()
-    obj = OAT(tiny_model.spec.lams, AttackConfig(eps=0.1, steps=2))
+    obj = OAT(tiny_model.spec, AttackConfig(eps=0.1, steps=2))
     tiny_model.train()
     loss, m = obj(tiny_model, x, y, generator=_gen())
     lam_call, pgd_call = spy.calls
@@ -62,7 +62,7 @@ def test_oat_attacks_only_the_nonzero_lam_examples(tiny_model, spy):
 
 def test_oat_with_only_clean_examples_never_attacks(tiny_model, spy):
     x, y = _xy()
-    obj = OAT((0.0,), AttackConfig(eps=0.1, steps=2))
+    obj = OAT(Conditioning(lams=(0.0,)), AttackConfig(eps=0.1, steps=2))
     loss, m = obj(tiny_model, x, y, generator=_gen())
     assert spy.calls == [] and "n_adv" not in m
 
@@ -70,7 +70,7 @@ def test_oat_with_only_clean_examples_never_attacks(tiny_model, spy):
 def test_oat_loss_equals_the_hand_formula(tiny_model, spy):
     x, y = _xy()
     lam = torch.tensor([0.0] * 4 + [0.1, 0.2, 0.3, 0.4, 1.0] * 4)
-    obj = OAT(tiny_model.spec.lams, AttackConfig(eps=0.1, steps=2))
+    obj = OAT(tiny_model.spec, AttackConfig(eps=0.1, steps=2))
     tiny_model.train()
     loss, _ = obj.loss(tiny_model, x, y, lam, 4, _gen())
     x_adv = spy.calls[1]["out"]
@@ -87,7 +87,7 @@ def test_crafting_in_eval_mode_with_own_lam_and_the_training_step(tiny_model, sp
     x, y = _xy()
     att = AttackConfig(eps=0.1, steps=3)
     tiny_model.train()
-    OAT(tiny_model.spec.lams, att)(tiny_model, x, y, generator=_gen())
+    OAT(tiny_model.spec, att)(tiny_model, x, y, generator=_gen())
     pgd_call = spy.calls[1]
     assert pgd_call["training"] is False
     assert tiny_model.training  # restored
@@ -95,7 +95,7 @@ def test_crafting_in_eval_mode_with_own_lam_and_the_training_step(tiny_model, sp
     assert pgd_call["kw"]["keep_best"] is False and pgd_call["kw"]["steps"] == 3
     # A model that was in eval mode stays there.
     tiny_model.eval()
-    OAT(tiny_model.spec.lams, att)(tiny_model, x, y, generator=_gen())
+    OAT(tiny_model.spec, att)(tiny_model, x, y, generator=_gen())
     assert not tiny_model.training
 
 
@@ -136,7 +136,7 @@ def test_pgdat_passes(make_tiny, spy, monkeypatch, lam, attacks, clean_pass):
     model = make_tiny(Conditioning.dedicated(lam)).train()
     seen = _count_forwards(model, monkeypatch)
     x, y = _xy()
-    loss, m = PGDAT(lam, AttackConfig(eps=0.1, steps=2))(model, x, y, generator=_gen())
+    loss, m = PGDAT(Conditioning.dedicated(lam), AttackConfig(eps=0.1, steps=2))(model, x, y, generator=_gen())
     assert bool(spy.calls) == attacks
     assert any(torch.equal(s, x) for s in seen) == clean_pass
     assert len(seen) == int(attacks) + int(clean_pass)
@@ -154,5 +154,5 @@ def test_pgdat_passes(make_tiny, spy, monkeypatch, lam, attacks, clean_pass):
 def test_pgdat_with_zero_eps_skips_the_attack(make_tiny, spy):
     model = make_tiny(Conditioning.dedicated(1.0))
     x, y = _xy()
-    loss, _ = PGDAT(1.0, AttackConfig(eps=0.0, steps=7))(model, x, y)
+    loss, _ = PGDAT(Conditioning.dedicated(1.0), AttackConfig(eps=0.0, steps=7))(model, x, y)
     assert [c for c in spy.calls if "kw" in c] == []

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
+from oat.checkpoint import load_model, read_tensors, resolve_checkpoint
 from oat.cli.main import main
 from oat.train import runner
-from oat.train.checkpoint import load_model, read_tensors, resolve_checkpoint
 from oat.train.config import TrainConfig
 
 CFG = dict(data="digits", model="small-cnn", model_kwargs={"base": 8}, objective="oat", eps=0.3, epochs=2,
@@ -20,7 +20,7 @@ class Stop(Exception):
 
 
 def _train(out, **kw):
-    return runner.train(TrainConfig.from_dict(CFG), out, progress=False, evaluate=False, log=lambda *a: None, **kw)
+    return runner.train(TrainConfig.from_dict(CFG), out, progress=False, log=lambda *a: None, **kw)
 
 
 def test_resume_after_an_interruption_gives_the_same_weights(tmp_path, monkeypatch):

@@ -69,3 +69,7 @@ def get_threat(name: str) -> Threat:
     if name not in THREATS:
         raise ConfigError(f"unknown threat model {name!r}; known: {', '.join(THREATS)}")
     return THREATS[name]
+
+
+def list_threats() -> list[str]:
+    return sorted(THREATS)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import os
 
+from oat.attacks.registry import list_attacks
+from oat.attacks.threat import list_threats
 from oat.cli.common import lam_or_all, number, progress_wanted
+from oat.errors import ConfigError
+from oat.evaluate.plan import SPLITS, EvalPlan
+from oat.evaluate.plan import default as D
 
 
 def add_parser(sub):
@@ -15,22 +20,25 @@ def add_parser(sub):
                        "same command is run again. Checks against gradient masking run by default; a failed "
                        "check makes the command exit non-zero (results are still written).")
     p.add_argument("run", help="run folder (or checkpoint folder inside it)")
-    p.add_argument("--split", choices=("val", "test"), default="test", help="data split (default test)")
+    p.add_argument("--split", choices=SPLITS, default=D("split"), help=f"data split (default {D('split')})")
     p.add_argument("--lams", type=lam_or_all, nargs="+", default=None, help="λ values, or `all` (default)")
     p.add_argument("--widths", type=lam_or_all, nargs="+", default=None, help="widths, or `all` (default)")
-    p.add_argument("--attacks", nargs="+", default=["pgd20"],
-                   help="attacks: clean, fgsm, pgd20, pgd100-r5, cw-pgd, apgd-ce, autoattack (default pgd20); "
+    p.add_argument("--attacks", nargs="+", default=list(D("attacks")),
+                   help=f"attacks: {', '.join(list_attacks())} (default {' '.join(D('attacks'))}); "
                    "with several, a `worst` row per example is added")
     p.add_argument("--subset", type=int, help="a seeded subset of N examples (default: the whole split)")
     p.add_argument("--eps", type=number, help="attack radius (default: the run's ε)")
-    p.add_argument("--norm", choices=("linf", "l2"), default="linf", help="threat model (default linf)")
-    p.add_argument("--batch-size", type=int, default=512, help="examples per forward pass")
-    p.add_argument("--device", default="auto", help="cpu, cuda … (default auto)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subset and the attacks' random starts")
+    p.add_argument("--norm", choices=list_threats(), default=D("norm"), help=f"threat model (default {D('norm')})")
+    p.add_argument("--batch-size", type=int, default=D("batch_size"),
+                   help=f"examples per forward pass (default {D('batch_size')})")
+    p.add_argument("--device", default=D("device"), help=f"cpu, cuda … (default {D('device')})")
+    p.add_argument("--seed", type=int, default=D("seed"),
+                   help=f"seed of the subset and the attacks' random starts (default {D('seed')})")
     p.add_argument("--data-dir", help="read the data set from here (default: the folder the run was trained on)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking checks (faster)")
-    p.add_argument("--check-subset", type=int, default=64, help="examples per check (default 64)")
+    p.add_argument("--check-subset", type=int, default=D("check_subset"),
+                   help=f"examples per check (default {D('check_subset')})")
     p.add_argument("--allow-failed-checks", action="store_true", help="exit 0 even if a check fails")
     p.add_argument("--no-resume", action="store_true", help="recompute every batch (ignore finished ones)")
     p.add_argument("--replace", action="store_true",
@@ -44,28 +52,31 @@ def add_parser(sub):
     return p
 
 
-def run(args) -> int:
-    from oat import validate
-    from oat.evaluate.api import choose_operating_point, evaluate_run
-
+def plan_from_args(args) -> EvalPlan:
+    """The evaluation plan the flags describe (checked before a checkpoint or data set is read)."""
     if args.subset is not None and args.subset < 1:
-        from oat.errors import ConfigError
-
         raise ConfigError(f"--subset must be a positive number of examples; got {args.subset}")
-    # Refused here, before a checkpoint or data set is read and before any sweep runs.
-    validate.eval_args(batch_size=args.batch_size, check_subset=args.check_subset, seed_value=args.seed)
     lams = None if args.lams is None or "all" in args.lams else args.lams
     widths = None if args.widths is None or "all" in args.widths else args.widths
-    kw = dict(subset=args.subset, batch_size=args.batch_size, device=args.device, seed=args.seed,
-              progress=progress_wanted(args.no_progress), checks=not args.no_checks, check_subset=args.check_subset,
-              allow_failed_checks=args.allow_failed_checks, resume=not args.no_resume, data_dir=args.data_dir,
-              replace=args.replace)
+    return EvalPlan(split=args.split, lams=lams, widths=widths, attacks=tuple(args.attacks), subset=args.subset,
+                    eps=args.eps, norm=args.norm, batch_size=args.batch_size, device=args.device, seed=args.seed,
+                    checks=not args.no_checks, check_subset=args.check_subset,
+                    allow_failed_checks=args.allow_failed_checks, resume=not args.no_resume,
+                    data_dir=args.data_dir, replace=args.replace)
+
+
+def run(args) -> int:
+    from oat.evaluate.api import choose_operating_point, evaluate_run
+
+    plan = plan_from_args(args)
+    progress = progress_wanted(args.no_progress)
     if args.target_ra is not None or args.target_sa is not None:
+        kw = {k: getattr(plan, k) for k in ("subset", "batch_size", "device", "seed", "checks", "check_subset",
+                                             "allow_failed_checks", "resume", "data_dir", "replace")}
         row = choose_operating_point(args.run, target_ra=args.target_ra, target_sa=args.target_sa,
-                                     attacks=args.attacks, eps=args.eps, norm=args.norm, **kw)
+                                     attacks=args.attacks, eps=args.eps, norm=args.norm, progress=progress, **kw)
         return 0 if row is not None else 1
-    evaluate_run(args.run, split=args.split, lams=lams, widths=widths, attacks=args.attacks, eps=args.eps,
-                 norm=args.norm, **kw)
+    evaluate_run(args.run, plan, progress=progress)
     return 0
 
 

@@ -7,7 +7,13 @@ import sys
 import time
 from pathlib import Path
 
+from oat.attacks.registry import list_attacks
 from oat.cli.common import number, progress_wanted
+from oat.conditioning import PAPER_LAMS, list_encodings
+from oat.data import list_datasets
+from oat.evaluate.plan import SPLITS, EvalPlan
+from oat.models import list_models
+from oat.pipeline import AFTER_TRAINING, split_eval_keys
 from oat.train.config import OBJECTIVES, TrainConfig, parse_overrides
 
 FLAG_KEYS = ("data", "data_dir", "download", "model", "objective", "lam", "lams", "widths", "encoding", "eps",
@@ -17,19 +23,21 @@ FLAG_KEYS = ("data", "data_dir", "download", "model", "objective", "lam", "lams"
 def add_parser(sub):
     p = sub.add_parser("train", help="train a model (OAT, OATS or dedicated PGD-AT)",
                        description="Train a model into a run folder: per-epoch checkpoints and logs, then a λ "
-                       "sweep on the validation split and a report. Precedence: recipe < flags < key=value.")
+                       f"sweep on the {AFTER_TRAINING.split} split and a report. "
+                       "Precedence: recipe < flags < key=value.")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="any config key (see `oat recipes --show NAME`), e.g. attack_steps=10 lams=[0,1]")
     p.add_argument("--recipe", help="a recipe name from `oat recipes`, or a YAML file")
-    p.add_argument("--data", help="data set: digits, mnist, fashion-mnist, cifar10, cifar100, svhn, stl10")
+    p.add_argument("--data", help=f"data set: {', '.join(list_datasets())}")
     p.add_argument("--data-dir", help="folder holding the data set's official files")
     p.add_argument("--download", action="store_true", default=None, help="download the data set if missing")
-    p.add_argument("--model", help="model name (see `oat models`)")
+    p.add_argument("--model", help=f"model: {', '.join(list_models())} (details: `oat models`)")
     p.add_argument("--objective", choices=OBJECTIVES, help="pgdat (dedicated), oat, or oats (OAT + slimming)")
-    p.add_argument("--lam", type=number, help="λ of a dedicated (pgdat) model")
-    p.add_argument("--lams", type=number, nargs="+", help="λ set of an OAT/OATS model (default 0 .1 .2 .3 .4 1)")
+    p.add_argument("--lam", type=number, help="λ of a dedicated (pgdat) model (the same as --lams X)")
+    p.add_argument("--lams", type=number, nargs="+",
+                   help=f"λ set of an OAT/OATS model (default {' '.join(f'{v:g}' for v in PAPER_LAMS)})")
     p.add_argument("--widths", type=number, nargs="+", help="width multipliers of an OATS model")
-    p.add_argument("--encoding", help="λ encoding: random-orthogonal, one-hot, dct, scalar, continuous")
+    p.add_argument("--encoding", help=f"λ encoding: {', '.join(list_encodings())}")
     p.add_argument("--eps", type=number, help="L∞ radius in pixel units, e.g. 8/255 (default per data set)")
     p.add_argument("--epochs", type=int, help="training epochs")
     p.add_argument("--batch-size", type=int, help="batch size (global, across processes)")
@@ -42,23 +50,42 @@ def add_parser(sub):
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--no-eval", action="store_true", help="skip the λ sweep after training")
+    p.add_argument("--eval-split", choices=SPLITS,
+                   help=f"split of the sweep after training (default {AFTER_TRAINING.split})")
+    p.add_argument("--eval-attacks", nargs="+", metavar="NAME",
+                   help=f"attacks of the sweep after training: {', '.join(list_attacks())} "
+                   f"(default {' '.join(AFTER_TRAINING.attacks)})")
+    p.add_argument("--eval-subset", type=int, metavar="N", help="a seeded subset of N examples for that sweep")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--dist-timeout", type=float, metavar="S",
                    help="under torchrun: seconds to wait for the other processes before failing (default 600)")
     return p
 
 
+EVAL_FLAGS = ("eval_split", "eval_attacks", "eval_subset")
+
+
 def config_from_args(args) -> TrainConfig:
     """Recipe, then flags, then key=value overrides, validated as one config."""
+    return configs_from_args(args)[0]
+
+
+def configs_from_args(args) -> tuple[TrainConfig, EvalPlan]:
+    """The training config and the evaluation plan after training: recipe < flags < key=value,
+    where ``eval_*`` keys (``eval_split=test``, ``--eval-attacks``) set the plan."""
+    from oat.pipeline import plan_after_training
     from oat.recipes import load_recipe
 
-    merged: dict = dict(load_recipe(args.recipe)) if args.recipe else {}
-    for key in FLAG_KEYS:
-        v = getattr(args, key, None)
-        if v is not None:
-            merged[key] = v
-    merged.update(parse_overrides(args.overrides))
-    return TrainConfig.from_dict(merged)
+    recipe = dict(load_recipe(args.recipe)) if args.recipe else {}
+    flags = {k: getattr(args, k) for k in FLAG_KEYS + EVAL_FLAGS if getattr(args, k, None) is not None}
+    merged: dict = {}
+    for source in (recipe, flags, parse_overrides(args.overrides)):
+        if "lam" in source or "lams" in source:  # lam=X is lams=[X]: a later source's λ replaces an earlier one's
+            merged.pop("lam", None)
+            merged.pop("lams", None)
+        merged.update(source)
+    train, plan = split_eval_keys(merged)
+    return TrainConfig.from_dict(train), plan_after_training(plan)
 
 
 def default_out(cfg: TrainConfig) -> Path:
@@ -66,9 +93,9 @@ def default_out(cfg: TrainConfig) -> Path:
 
 
 def run(args) -> int:
-    from oat.train.runner import train
+    from oat.pipeline import train_and_evaluate
 
-    cfg = config_from_args(args)
+    cfg, plan = configs_from_args(args)
     if args.resume and not args.out:
         from oat.errors import ConfigError
 
@@ -80,9 +107,9 @@ def run(args) -> int:
         raise ConfigError("under torchrun pass --out RUN (every process must write to the same run folder)")
     out = Path(args.out) if args.out else default_out(cfg)
     main = int(os.environ.get("RANK", "0") or 0) == 0
-    train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=progress_wanted(args.no_progress),
-          evaluate=not args.no_eval, dist_timeout=args.dist_timeout)
-    given = [k for k in FLAG_KEYS if getattr(args, k, None) is not None] + list(args.overrides)
+    train_and_evaluate(cfg, out, plan=plan, evaluate=not args.no_eval, resume=args.resume, overwrite=args.overwrite,
+                       progress=progress_wanted(args.no_progress), dist_timeout=args.dist_timeout)
+    given = [k for k in FLAG_KEYS + EVAL_FLAGS if getattr(args, k, None) is not None] + list(args.overrides)
     if args.resume and (given or args.recipe) and main:
         # Resuming continues the saved run exactly; silently dropping options would mislead. Said
         # after the run, so that an error stays the only line a failed resume prints.

@@ -5,22 +5,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from oat import validate
 from oat.attacks.autoattack import package_version
-from oat.attacks.registry import get_attack
-from oat.attacks.threat import get_threat
+from oat.checkpoint import load_model, resolve_checkpoint
 from oat.data import load_data
 from oat.env import resolve_device
 from oat.errors import ConfigError
 from oat.evaluate.checks import ChecksFailed, failed, run_checks
 from oat.evaluate.checks import summary as check_summary
 from oat.evaluate.journal import Journal, journal_name
+from oat.evaluate.plan import EvalPlan
 from oat.evaluate.provenance import check_eps, check_inside, checkpoint_sha256, current_rows, provenance
 from oat.evaluate.results import larger_kept, merge_results, read_results, write_per_example
 from oat.evaluate.select import describe, select_operating_point
 from oat.evaluate.sweep import per_example, sweep
 from oat.runlock import locked
-from oat.train.checkpoint import load_model, resolve_checkpoint
 
 
 def resolve_lams(model, lams) -> list[float]:
@@ -45,9 +43,11 @@ def run_header(run: Path) -> dict:
     """The results.json top level, from the run's config.json."""
     meta = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
     cfg = meta.get("config", {})
+    lam = None
+    if cfg.get("objective") == "pgdat":  # its one λ (``lam`` in run folders of earlier versions)
+        lam = cfg["lam"] if "lam" in cfg else (cfg.get("lams") or [None])[0]
     return {"objective": cfg.get("objective"), "model": cfg.get("model"), "data": cfg.get("data"),
-            "eps": meta.get("eps"), "seed": cfg.get("seed"),
-            "lam": cfg.get("lam") if cfg.get("objective") == "pgdat" else None}
+            "eps": meta.get("eps"), "seed": cfg.get("seed"), "lam": lam}
 
 
 def run_folder(path) -> Path:
@@ -58,13 +58,16 @@ def run_folder(path) -> Path:
     return path
 
 
-@locked(lambda run, **_: run_folder(run), "oat evaluate")  # one writer per run folder
-def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("pgd20",), subset=None,
-                 eps: float | None = None, batch_size: int = 512, device="auto", seed: int = 0,
-                 progress: bool = False, report: bool = True, log=print, norm: str = "linf",
-                 checks: bool = True, check_subset: int = 64, allow_failed_checks: bool = True,
-                 resume: bool = True, batch_lams: bool | None = None, data_dir=None,
-                 replace: bool = False) -> list[dict]:
+def make_plan(plan: EvalPlan | None = None, **settings) -> EvalPlan:
+    """``plan`` with ``settings`` applied (each an :class:`EvalPlan` field), or a plan of ``settings``."""
+    if plan is None:
+        return EvalPlan.from_dict(settings)
+    return EvalPlan.from_dict({**{f: getattr(plan, f) for f in plan.__dataclass_fields__}, **settings})
+
+
+@locked(lambda run, *_, **__: run_folder(run), "oat evaluate")  # one writer per run folder
+def evaluate_run(run, plan: EvalPlan | None = None, *, progress: bool = False, report: bool = True, log=print,
+                 **settings) -> list[dict]:
     """Evaluate the run's newest checkpoint and merge the rows into ``RUN/results.json``.
 
     Also writes ``RUN/eval/<split>-per-example.csv`` (every row recomputable) and keeps a
@@ -78,59 +81,36 @@ def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("
 
     Args:
         run: run folder (or a checkpoint folder inside it).
-        split: ``"test"`` (default) or ``"val"``.
-        lams: λ values, or None/"all" for the trained set.
-        widths: widths, or None/"all" for every trained width.
-        attacks: attack names (see ``oat.attacks.list_attacks()``).
-        subset: a seeded subset of this many examples (default: the whole split).
-        eps: attack radius (default: the run's ε).
-        batch_size: examples per forward pass.
-        device: evaluation device.
-        seed: seed of the subset and attack starts.
+        plan: what to measure (:class:`~oat.evaluate.plan.EvalPlan`; its defaults when None).
         progress: progress bar.
         report: rewrite ``RUN/report.md`` afterwards.
         log: where the table goes.
-        norm: threat model, ``"linf"`` or ``"l2"``.
-        checks: run the checks of :mod:`oat.evaluate.checks` on ``check_subset`` examples.
-        check_subset: examples per check.
-        allow_failed_checks: if False, a failed check raises :class:`ChecksFailed` (after
-            the results are written).
-        resume: reuse finished batches recorded by an earlier identical call.
-        batch_lams: attack all λ of an example in one batch; None: on accelerators only
-            (λ by λ is faster on the CPU).
-        data_dir: read the data from here instead of the folder recorded in the checkpoint.
-        replace: let these rows supersede those of the same checkpoint and setting at other
-            subsets (without it, a smaller subset's rows are stored beside the larger ones,
-            and reports use the largest n).
+        **settings: :class:`EvalPlan` fields (``split="val"``, ``attacks=[...]`` …), applied on
+            top of ``plan``.
 
     Returns:
         The new rows.
     """
-    validate.eval_args(batch_size=batch_size, check_subset=check_subset, subset=subset, seed_value=seed)
+    plan = make_plan(plan, **settings)
     ckpt_path = resolve_checkpoint(run)
     run = run_folder(run)
     read_results(run)  # a corrupt results.json is said now, not after the sweep
-    if eps is not None:
-        eps = check_eps(eps)
-    if split not in ("val", "test"):
-        raise ConfigError(f"split must be val or test; got {split!r}")
-    get_threat(norm)
-    for name in attacks:
-        get_attack(name)
+    eps = None if plan.eps is None else check_eps(plan.eps)
+    split, norm, subset, seed, batch_size = plan.split, plan.norm, plan.subset, plan.seed, plan.batch_size
     check_inside(run, ckpt_path)
-    device = resolve_device(device) if isinstance(device, str) else device
+    device = resolve_device(plan.device) if isinstance(plan.device, str) else plan.device
     model = load_model(ckpt_path, device)
     eps = check_eps(model.checkpoint_state.get("eps", 0.0)) if eps is None else eps
-    dataset = _dataset(model, split, data_dir)
-    lams, widths = resolve_lams(model, lams), resolve_widths(model, widths)
+    dataset = eval_dataset(model, split, plan.data_dir)
+    lams, widths = resolve_lams(model, plan.lams), resolve_widths(model, plan.widths)
     sha = checkpoint_sha256(ckpt_path)
     jpath = run / "eval" / "journal" / journal_name(split=split, norm=norm, eps=eps, subset=subset, seed=seed,
                                                     batch_size=batch_size, ckpt=sha[:12])
-    if not resume and jpath.exists():
+    if not plan.resume and jpath.exists():
         jpath.unlink()
-    result = sweep(model, dataset, lams=lams, widths=widths, attacks=list(attacks), eps=eps, batch_size=batch_size,
-                   device=device, seed=seed, subset=subset, progress=progress, norm=norm,
-                   journal=Journal(jpath, checkpoint=sha, log=log), batch_lams=batch_lams)
+    result = sweep(model, dataset, lams=lams, widths=widths, attacks=list(plan.attacks), eps=eps,
+                   batch_size=batch_size, device=device, seed=seed, subset=subset, progress=progress, norm=norm,
+                   journal=Journal(jpath, checkpoint=sha, log=log), batch_lams=plan.batch_lams)
     items = [({**r, **provenance(ckpt_path, sha, subset=subset, n_split=len(dataset), seed=seed,
                                  attack=r["attack"])}, c, cl)
              for r, c, cl in per_example(result, eps=eps, split=split, slimmable=model.spec.slimmable, norm=norm)]
@@ -140,21 +120,21 @@ def evaluate_run(run, *, split: str = "test", lams=None, widths=None, attacks=("
 
         add_cost(rows, model, tuple(dataset.images.shape[1:]), device)
     found = []
-    if checks:
-        log(f"sanity checks: {check_subset} examples per check (ε = 0, monotone in ε, large ε, steps, gradients, "
-            "determinism) …")
-        found = run_checks(model, dataset, lams=lams, widths=widths, eps=eps, norm=norm, seed=seed, n=check_subset,
-                           device=device, rows=rows)
+    if plan.checks:
+        log(f"sanity checks: {plan.check_subset} examples per check (ε = 0, monotone in ε, large ε, steps, "
+            "gradients, determinism) …")
+        found = run_checks(model, dataset, lams=lams, widths=widths, eps=eps, norm=norm, seed=seed,
+                           n=plan.check_subset, device=device, rows=rows)
         found = [{**c, "split": split, "eps": eps, "norm": norm, "checkpoint": ckpt_path.name,
                   "checkpoint_sha256": sha} for c in found]
-    _store(run, split, rows, found, items, result, replace=replace, log=log)
-    if checks:
+    _store(run, split, rows, found, items, result, replace=plan.replace, log=log)
+    if plan.checks:
         log(check_summary(found))
     if report:
         from oat.evaluate.report import write_report
 
         write_report([run])
-    if failed(found) and not allow_failed_checks:
+    if failed(found) and not plan.allow_failed_checks:
         raise ChecksFailed(f"{check_summary(found)}; results were written to {run / 'results.json'} "
                            "(--allow-failed-checks accepts them)")
     return rows
@@ -171,7 +151,8 @@ def _store(run: Path, split: str, rows, found, items, result, *, replace: bool, 
             f"(n = {max(r['n'] for r in kept)}); reports use the largest n (--replace lets these rows supersede them)")
 
 
-def _dataset(model, split: str, data_dir=None):
+def eval_dataset(model, split: str, data_dir=None):
+    """The split a model is evaluated on, read as its checkpoint says (or from ``data_dir``)."""
     cfg = model.checkpoint_state.get("config", {})
     data = load_data(cfg.get("data", "digits"), data_dir or cfg.get("data_dir"), val_size=cfg.get("val_size"),
                      seed=cfg.get("seed", 0))

@@ -72,7 +72,7 @@ def check_inside(run: Path, ckpt: Path) -> None:
 
 def newest_checkpoint(run) -> tuple[str, str] | None:
     """``(folder name, sha256)`` of the run's newest checkpoint, or None if it has none."""
-    from oat.train.checkpoint import resolve_checkpoint
+    from oat.checkpoint import resolve_checkpoint
 
     try:
         ckpt = resolve_checkpoint(run)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from oat.checkpoint import atomic_write_text
 from oat.errors import OatError
 from oat.evaluate.plots_oats import oats_section
 from oat.evaluate.plotting import finish_plot, plt
@@ -15,7 +16,6 @@ from oat.evaluate.provenance import current_rows, describe_choice, newest_checkp
 from oat.evaluate.report_attacks import attacks_section, checks_section
 from oat.evaluate.results import read_results
 from oat.runlock import locked
-from oat.train.checkpoint import atomic_write_text
 
 
 class EmptyReport(OatError):

@@ -24,8 +24,8 @@ import io
 import json
 from pathlib import Path
 
+from oat.checkpoint import atomic_write_text
 from oat.errors import OatError
-from oat.train.checkpoint import atomic_write_text
 
 SETTING = ("lam", "width", "split", "attack", "eps", "norm", "checkpoint_sha256")
 ROW_KEY = (*SETTING, "checkpoint", "subset", "subset_seed", "attack_settings")

@@ -9,17 +9,21 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import yaml
 
-from oat.conditioning import FILM_FORMS, PAPER_LAMS
+from oat.conditioning import ENCODINGS, FILM_FORMS, Conditioning
 from oat.errors import ConfigError
 from oat.train.sampling import LamSampling
 
 OBJECTIVES = ("pgdat", "oat", "oats")
-# Encodings whose OAT training draws λ ~ U(0, max λ] rather than from the discrete set.
-CONTINUOUS_DRAW = ("continuous", "scalar")
+# The conditioning defaults live in the Conditioning dataclass; the config reads them from there.
+_SPEC = {f.name: f.default for f in dataclasses.fields(Conditioning)}
+ATTACK_PRECISIONS = ("fp32", "amp")
+SCALAR_DRAWS = ("continuous", "discrete")
+# Keys a run folder written by an earlier version may hold, and what each became.
+LEGACY_EVAL_KEYS = ("eval_attacks", "eval_split", "eval_subset")
 
 
 @dataclass
@@ -33,12 +37,12 @@ class TrainConfig:
     model: str = "small-cnn"
     model_kwargs: dict = field(default_factory=dict)
     objective: str = "oat"
-    lam: float = 1.0
-    lams: list = field(default_factory=lambda: list(PAPER_LAMS))
-    widths: list = field(default_factory=lambda: [1.0])
-    encoding: str = "random-orthogonal"
-    enc_dim: int = 128
-    dual_bn: bool = True
+    # The trained λ set; a pgdat model has exactly one (None: the paper's set, or [1.0] for pgdat).
+    lams: list | None = None
+    widths: list = field(default_factory=lambda: list(_SPEC["widths"]))
+    encoding: str = _SPEC["encoding"]
+    enc_dim: int = _SPEC["dim"]  # Conditioning.dim: the encoding's dimension
+    dual_bn: bool = _SPEC["dual_bn"]
     eps: float | None = None
     attack_steps: int = 7
     attack_norm: str = "linf"
@@ -55,15 +59,30 @@ class TrainConfig:
     keep_checkpoints: int = 2
     nonfinite: str = "stop"
     # Beyond the paper (defaults = the reference): see oat.nn.film and oat.train.sampling.
-    film_form: str = "reference"
+    film_form: str = _SPEC["film_form"]
     zero_share: float | None = None
     lam_weights: list | None = None
     init_from: str | None = None
-    eval_attacks: list = field(default_factory=lambda: ["pgd20"])
-    eval_split: str = "val"
-    eval_subset: int | None = None
+    # Where ours differs from the authors' code, a setting (ARCHITECTURE.md says which default is whose).
+    scalar_draw: str = "continuous"  # the scalar encoding's training λ: U(0, max λ] or the discrete set
+    pgdat_clean_pass_at_1: bool = False  # dedicated λ = 1: also run the clean pass (BN statistics)
+    train_attack_precision: str = "fp32"  # the training PGD outside autocast (fp32) or inside it (amp)
+    drop_last: bool = False  # drop the last partial batch of an epoch (always under several processes)
+    # A convenience, not a field: ``lam=X`` means ``lams=[X]`` for a pgdat model.
+    lam: InitVar[float | None] = None
 
-    def __post_init__(self):
+    def __post_init__(self, lam=None):
+        if lam is not None:
+            if self.objective != "pgdat":
+                raise ConfigError(f"lam is the one λ of a pgdat model; an {self.objective} model takes lams "
+                                  f"(got lam={lam!r})")
+            if self.lams is not None:
+                raise ConfigError("give lam or lams, not both (lam=X means lams=[X])")
+            if isinstance(lam, bool) or not isinstance(lam, (int, float)):
+                raise ConfigError(f"config key 'lam' expects float; got {lam!r} ({type(lam).__name__})")
+            self.lams = [float(lam)]
+        if self.lams is None:
+            self.lams = [1.0] if self.objective == "pgdat" else list(_SPEC["lams"])
         self.validate()
 
     def validate(self) -> None:
@@ -73,8 +92,12 @@ class TrainConfig:
             raise ConfigError(f"amp must be auto, bf16 or off; got {self.amp!r}")
         if self.nonfinite not in ("stop", "skip"):
             raise ConfigError(f"nonfinite must be stop or skip; got {self.nonfinite!r}")
-        if self.eval_split not in ("val", "test"):
-            raise ConfigError(f"eval_split must be val or test; got {self.eval_split!r}")
+        if self.objective == "pgdat" and len(self.lams) != 1:
+            raise ConfigError(f"a pgdat model trains at one λ; got lams={list(self.lams)} (train one run per λ)")
+        if self.train_attack_precision not in ATTACK_PRECISIONS:
+            raise ConfigError(f"train_attack_precision must be fp32 or amp; got {self.train_attack_precision!r}")
+        if self.scalar_draw not in SCALAR_DRAWS:
+            raise ConfigError(f"scalar_draw must be continuous or discrete; got {self.scalar_draw!r}")
         for name in ("epochs", "batch_size", "attack_steps", "enc_dim"):
             if getattr(self, name) < (0 if name == "attack_steps" else 1):
                 raise ConfigError(f"{name} must be positive; got {getattr(self, name)}")
@@ -92,7 +115,16 @@ class TrainConfig:
             raise ConfigError("zero_share and lam_weights set the λ draw of oat/oats; a pgdat model has one λ")
         if self.objective != "pgdat":
             weights = None if self.lam_weights is None else tuple(self.lam_weights)
-            LamSampling(self.zero_share, weights).check(tuple(self.lams), self.encoding in CONTINUOUS_DRAW)
+            LamSampling(self.zero_share, weights).check(tuple(self.lams), self.continuous_draw)
+
+    @property
+    def continuous_draw(self) -> bool:
+        """Whether OAT training draws λ ~ U(0, max λ] (encodings that accept any λ) or from the set."""
+        if self.objective == "pgdat" or self.encoding not in ENCODINGS:
+            return False
+        if self.encoding == "scalar" and self.scalar_draw == "discrete":
+            return False
+        return not ENCODINGS[self.encoding].index_based
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -101,14 +133,40 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         """Build from a mapping, refusing unknown keys and values of the wrong type."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(fields))
+        evals = sorted(set(d) & set(LEGACY_EVAL_KEYS))
+        if evals:
+            raise ConfigError(f"{', '.join(evals)}: evaluation settings are not training settings; give them to "
+                              "the evaluation plan (oat train --eval-split/--eval-attacks/--eval-subset, "
+                              "oat.fit(..., plan=EvalPlan(...)))")
+        unknown = sorted(set(d) - set(fields) - {"lam"})
         if unknown:
             raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
         hints = typing.get_type_hints(cls)
+        hints["lam"] = float | None
         return cls(**{k: _check_type(k, v, hints[k]) for k, v in d.items()})
 
+    @classmethod
+    def from_saved(cls, d: dict) -> TrainConfig:
+        """A config read back from a run folder, including one written by an earlier version:
+        its ``eval_*`` keys (evaluation now has its own plan) are dropped, and ``lam`` (a pgdat
+        model's λ, then stored beside an unused ``lams``) becomes ``lams=[lam]``."""
+        return cls.from_dict(translate_legacy(d))
+
     def replace(self, **overrides) -> TrainConfig:
-        return TrainConfig.from_dict({**self.to_dict(), **overrides})
+        base = self.to_dict()
+        if "lam" in overrides:
+            base.pop("lams")
+        return TrainConfig.from_dict({**base, **overrides})
+
+
+def translate_legacy(d: dict) -> dict:
+    """A saved config dict in today's keys (see :meth:`TrainConfig.from_saved`)."""
+    d = {k: v for k, v in d.items() if k not in LEGACY_EVAL_KEYS}
+    if "lam" in d:
+        lam = d.pop("lam")
+        if d.get("objective") == "pgdat":
+            d["lams"] = [lam]
+    return d
 
 
 def parse_value(text: str):

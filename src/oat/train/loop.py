@@ -43,6 +43,33 @@ class LoopState:
     stopped: int = 0  # signal number that stopped training at a safe point (0: none)
 
 
+@dataclass
+class LoopOptions:
+    """How the loop runs (the objective decides what a step computes).
+
+    Attributes:
+        epochs: epochs to train to.
+        base_lr: the cosine schedule's starting learning rate.
+        device: where the batches and the model live.
+        amp: ``"bf16"``, ``"off"`` or ``"auto"`` (bf16 on CUDA).
+        seed: seeds each epoch's generator, with the epoch and the rank.
+        nonfinite: ``"stop"`` or ``"skip"`` a step whose loss or gradients are not finite.
+        progress: show a progress bar.
+        info: the process group (its ``rank`` seeds the generator; ``oat.train.distributed``).
+        step_hook: optional ``(state, model)`` callable after every optimiser step.
+    """
+
+    epochs: int
+    base_lr: float
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    amp: str = "auto"
+    seed: int = 0
+    nonfinite: str = "stop"
+    progress: bool = True
+    info: ddp.DistInfo = field(default_factory=lambda: ddp.DistInfo())
+    step_hook: Callable | None = None
+
+
 class StopFlag:
     """Set by SIGINT/SIGTERM; the loop checks it after every step (a safe point)."""
 
@@ -100,20 +127,17 @@ def _start_epoch(state: LoopState, seed: int, rank: int) -> tuple[torch.Generato
     return gen, dict(state.partial) if state.batch else {}
 
 
-def train_epoch(model, objective, loader, optimizer, state: LoopState, *, base_lr: float, total_steps: int,
-                device: torch.device, amp: str = "auto", seed: int = 0, rank: int = 0,
-                nonfinite: str = "stop", progress: bool = True, desc: str = "",
-                info: ddp.DistInfo | None = None, stop: StopFlag | None = None,
-                step_hook: Callable | None = None) -> dict | None:
+def train_epoch(model, objective, loader, optimizer, state: LoopState, opts: LoopOptions, *, total_steps: int,
+                desc: str = "", stop: StopFlag | None = None) -> dict | None:
     """One pass over ``loader`` (or its rest, after a mid-epoch resume).
 
     Returns:
         The epoch's mean loss, train SA/RA and images/s (global over ranks); None when a
         stop signal ended the epoch early at a safe point (``state`` then says where).
     """
-    info = info or ddp.DistInfo()
+    info, device, progress, step_hook = opts.info, opts.device, opts.progress, opts.step_hook
     model.train()
-    gen, sums = _start_epoch(state, seed, rank)
+    gen, sums = _start_epoch(state, opts.seed, info.rank)
     resumed_at = state.batch
     t0, skipped, n_batches = time.perf_counter(), 0, len(loader)
     bar = tqdm(total=n_batches, initial=state.batch, desc=desc, leave=False, disable=not progress,
@@ -122,14 +146,14 @@ def train_epoch(model, objective, loader, optimizer, state: LoopState, *, base_l
         if i < state.batch:  # done before the mid-epoch checkpoint
             continue
         for g in optimizer.param_groups:
-            g["lr"] = cosine_lr(base_lr, state.step, total_steps)
-        with autocast_for(device, amp):
+            g["lr"] = cosine_lr(opts.base_lr, state.step, total_steps)
+        with autocast_for(device, opts.amp):
             loss, metrics = objective(model, x, y, generator=gen)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         bad = not (torch.isfinite(loss) and grads_finite(model))
         bad, stopping = ddp.agree([bad, bool(stop and stop.signum)], info, device)
-        if bad and nonfinite == "stop":
+        if bad and opts.nonfinite == "stop":
             # Only a run that has passed an epoch end (or a mid-epoch stop) has a checkpoint to keep.
             kept = "the last good checkpoint is kept" if state.epoch or resumed_at else "no checkpoint was written"
             raise NonFiniteError(f"non-finite loss or gradients at epoch {state.epoch + 1}, step "
@@ -173,21 +197,22 @@ def _summary(sums: dict) -> dict:
     return out
 
 
-def fit(model, objective, loader, optimizer, *, epochs: int, base_lr: float, device, state: LoopState | None = None,
+def fit(model, objective, loader, optimizer, opts: LoopOptions, *, state: LoopState | None = None,
         on_epoch_end: Callable[[LoopState, dict], None] | None = None,
-        on_stop: Callable[[LoopState], None] | None = None, stop: StopFlag | None = None, **kw) -> LoopState:
+        on_stop: Callable[[LoopState], None] | None = None, stop: StopFlag | None = None) -> LoopState:
     """Train from ``state`` to ``epochs``, calling ``on_epoch_end`` (checkpoint, log) after each.
 
     When ``stop`` is set by a signal, training halts after the current step; ``on_stop``
     (checkpoint) is called with the mid-epoch state and ``state.stopped`` names the signal.
     """
     state = state or LoopState()
+    epochs, device = opts.epochs, opts.device
     total = epochs * len(loader)
     while state.epoch < epochs:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(state.epoch)
-        stats = train_epoch(model, objective, loader, optimizer, state, base_lr=base_lr, total_steps=total,
-                            device=device, desc=f"epoch {state.epoch + 1}/{epochs}", stop=stop, **kw)
+        stats = train_epoch(model, objective, loader, optimizer, state, opts, total_steps=total,
+                            desc=f"epoch {state.epoch + 1}/{epochs}", stop=stop)
         if stats is None:
             if on_stop is not None:
                 on_stop(state)
@@ -197,8 +222,7 @@ def fit(model, objective, loader, optimizer, *, epochs: int, base_lr: float, dev
         if on_epoch_end is not None:
             on_epoch_end(state, stats)
         if stop is not None and state.epoch < epochs:
-            info = kw.get("info") or ddp.DistInfo()
-            if ddp.agree([bool(stop.signum)], info, device)[0]:  # every rank stops at the same epoch
+            if ddp.agree([bool(stop.signum)], opts.info, device)[0]:  # every rank stops at the same epoch
                 state.stopped = stop.signum or int(signal.SIGTERM)  # the epoch checkpoint is the safe point
                 return state
     return state

@@ -8,7 +8,8 @@
 
 Adversarial examples are crafted with the model in eval mode (BN running statistics, no
 dropout), each with its own λ, and without parameter gradients; the step size follows
-the reference's training rule. The loop knows nothing about λ.
+the reference's training rule. The loop knows nothing about λ: each objective reads the λ
+set, the widths and whether λ is continuous from the model's :class:`Conditioning` spec.
 """
 
 from __future__ import annotations
@@ -20,24 +21,33 @@ import torch
 import torch.nn.functional as F
 
 from oat.attacks import pgd, train_step_size
+from oat.conditioning import Conditioning
 from oat.models.base import ConditionedNet
 from oat.train.sampling import LamSampling, sample_lams
 
 
 @dataclass
 class AttackConfig:
-    """The training attack: L∞ PGD, ε = 8/255, 7 steps in the paper."""
+    """The training attack (ε, steps and threat model come from the run's config).
 
-    eps: float = 8 / 255
-    steps: int = 7
+    ``precision="fp32"`` crafts outside any autocast, as the authors' fp32 code does (bf16
+    gradients can weaken the attack); ``"amp"`` leaves it under the loop's autocast (faster).
+    """
+
+    eps: float
+    steps: int
     norm: str = "linf"
     step_size: float | None = None
+    precision: str = "fp32"
 
     def craft(self, model: ConditionedNet, x, y, lam, width=None, generator=None) -> torch.Tensor:
         if self.eps == 0 or self.steps == 0:
             return x
         step = self.step_size or train_step_size(self.eps, self.steps)
-        with eval_mode(model):
+        fp32 = contextlib.nullcontext()
+        if self.precision == "fp32" and torch.is_autocast_enabled(x.device.type):
+            fp32 = torch.autocast(x.device.type, enabled=False)
+        with eval_mode(model), fp32:
             predict = model.predictor(lam, width, x.shape[0])
             return pgd(predict, x, y, eps=self.eps, steps=self.steps, step_size=step, norm=self.norm,
                        keep_best=False, generator=generator)
@@ -71,18 +81,24 @@ def _metrics(loss, logits_clean, logits_adv, y, y_adv):
 
 
 class PGDAT:
-    """Dedicated adversarial training at a fixed λ (the paper's baselines)."""
+    """Dedicated adversarial training at the spec's one λ (the paper's baselines).
+
+    ``clean_pass_at_1``: at λ = 1 also run the clean pass (weight 0), as the authors'
+    dedicated baseline does, so BN running statistics see clean images too (about half).
+    """
 
     name = "pgdat"
 
-    def __init__(self, lam: float, attack: AttackConfig):
-        self.lam, self.attack = float(lam), attack
+    def __init__(self, spec: Conditioning, attack: AttackConfig, clean_pass_at_1: bool = False):
+        if len(spec.lams) != 1:
+            raise ValueError(f"a dedicated model has one λ; the spec has {list(spec.lams)}")
+        self.lam, self.attack, self.clean_pass_at_1 = spec.lams[0], attack, clean_pass_at_1
 
     def __call__(self, model, x, y, generator=None, width=None):
         lam = self.lam
         logits_c = logits_a = None
         loss = x.new_zeros(())
-        if lam < 1:
+        if lam < 1 or self.clean_pass_at_1:
             logits_c = model(x, lam, width)
             loss = loss + (1 - lam) * _ce(logits_c, y).mean()
         if lam > 0:
@@ -93,14 +109,19 @@ class PGDAT:
 
 
 class OAT:
-    """Once-for-All adversarial training with the reference's per-example λ sampling."""
+    """Once-for-All adversarial training with the reference's per-example λ sampling.
+
+    λ is drawn from the spec's set, or ~ U(0, max λ] when the spec is continuous (its encoding
+    accepts any λ) unless ``discrete_draw`` (the authors' scalar encoding trains on the set).
+    """
 
     name = "oat"
 
-    def __init__(self, lams: tuple[float, ...], attack: AttackConfig, continuous: bool = False,
-                 sampling: LamSampling = LamSampling()):
-        self.lams, self.attack, self.continuous = tuple(lams), attack, continuous
-        sampling.check(self.lams, continuous)
+    def __init__(self, spec: Conditioning, attack: AttackConfig, sampling: LamSampling = LamSampling(),
+                 discrete_draw: bool = False):
+        self.spec, self.attack = spec, attack
+        self.lams, self.continuous = spec.lams, spec.continuous and not discrete_draw
+        sampling.check(self.lams, self.continuous)
         self.sampling = sampling
 
     def sample(self, batch_size: int, generator=None) -> tuple[torch.Tensor, int]:
@@ -140,20 +161,21 @@ class OATS(OAT):
 
     name = "oats"
 
-    def __init__(self, lams, attack: AttackConfig, widths: tuple[float, ...], continuous: bool = False,
-                 backward_per_width: bool = True, sampling: LamSampling = LamSampling()):
-        super().__init__(lams, attack, continuous, sampling)
-        self.widths = tuple(sorted(widths, reverse=True))
+    def __init__(self, spec: Conditioning, attack: AttackConfig, sampling: LamSampling = LamSampling(),
+                 discrete_draw: bool = False, backward_per_width: bool = True):
+        super().__init__(spec, attack, sampling, discrete_draw)
+        self.widths = spec.widths  # largest first
         self.backward_per_width = backward_per_width
 
     def __call__(self, model, x, y, generator=None, width=None):
+        """The summed loss over every trained width, or over ``width`` alone when given."""
         params = None
         # Under DDP the gradients must flow through the wrapper's own backward: sum instead.
         ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
         if self.backward_per_width and torch.is_grad_enabled() and not ddp:
             params = [p for p in model.parameters() if p.requires_grad]
         total, grads, merged = None, None, {}
-        for w in self.widths:
+        for w in self.widths if width is None else (width,):
             lam, n0 = self.sample(x.shape[0], generator)
             loss, m = self.loss(model, x, y, lam.to(x.device), n0, generator, w)
             if params is not None:

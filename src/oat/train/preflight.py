@@ -1,7 +1,7 @@
 """Checks of a whole training configuration that run before the run folder is touched.
 
 ``TrainConfig`` checks each value's type; these check what only shows later (a NaN lr
-diverges at step one, an unknown evaluation attack fails after training, an unknown model
+diverges at step one, an unknown threat model fails at the first attack, an unknown model
 keyword fails at model creation), so that ``--overwrite`` never replaces a good run with
 a configuration that cannot work.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 
 from oat import validate
-from oat.attacks.registry import get_attack
 from oat.attacks.threat import get_threat
 from oat.errors import ConfigError, OatError
 
@@ -22,7 +21,7 @@ MAX_ENC_DIM = 4096
 
 def check_config(cfg) -> None:
     """Refuse, with one line, a configuration that would fail or mislead later."""
-    for name in ("lr", "momentum", "weight_decay", "lam"):
+    for name in ("lr", "momentum", "weight_decay"):
         validate.finite(name, getattr(cfg, name))
     if cfg.eps is not None:
         validate.finite("eps", cfg.eps)
@@ -31,11 +30,7 @@ def check_config(cfg) -> None:
             validate.finite(f"{name} value", v)
     validate.seed(cfg.seed)
     validate.positive_int("enc_dim", cfg.enc_dim, at_most=MAX_ENC_DIM)
-    if cfg.eval_subset is not None:
-        validate.positive_int("eval_subset", cfg.eval_subset)
     get_threat(cfg.attack_norm)
-    for name in cfg.eval_attacks:
-        get_attack(name)
 
 
 def check_model(cfg, spec) -> None:

@@ -1,8 +1,9 @@
-"""``oat train`` as a library call: config → data → model → objective → loop → checkpoints.
+"""Training as a library call: config → data → model → objective → loop → checkpoints.
 
-Run folder layout (``RUN/``): ``config.json`` (resolved config, data split, provenance),
-``log.jsonl`` (one line per epoch), ``checkpoints/epoch-NNNN/`` + ``checkpoints/latest``,
-then ``results.json`` and ``report.md`` from the evaluation.
+It trains and nothing else; the evaluation and report that follow ``oat train`` are
+:mod:`oat.pipeline`'s. Run folder layout (``RUN/``): ``config.json`` (resolved config, data
+split, provenance), ``log.jsonl`` (one line per epoch), ``checkpoints/epoch-NNNN/`` +
+``checkpoints/latest``.
 """
 
 from __future__ import annotations
@@ -13,13 +14,7 @@ from pathlib import Path
 
 import torch
 
-from oat.conditioning import Conditioning
-from oat.data import DeviceLoader, load_data
-from oat.env import provenance, seed_everything
-from oat.errors import ConfigError, RunFolderError, TrainingInterrupted
-from oat.models import create_model
-from oat.train import distributed as ddp
-from oat.train.checkpoint import (
+from oat.checkpoint import (
     atomic_write_text,
     load_optimizer,
     load_weights,
@@ -30,18 +25,17 @@ from oat.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from oat.train.config import CONTINUOUS_DRAW, TrainConfig
-from oat.train.loop import LoopState, StopFlag, catch_signals, fit
+from oat.conditioning import Conditioning
+from oat.data import DeviceLoader, load_data
+from oat.env import provenance, seed_everything
+from oat.errors import ConfigError, RunFolderError, TrainingInterrupted
+from oat.models import create_model
+from oat.rundir import RunDirSession, checkpoint_written, create_run_dir, inspect_run_dir
+from oat.train import distributed as ddp
+from oat.train.config import TrainConfig
+from oat.train.loop import LoopOptions, LoopState, StopFlag, catch_signals, fit
 from oat.train.objectives import OAT, OATS, PGDAT, AttackConfig
 from oat.train.preflight import check_config, check_model
-from oat.train.rundir import (  # noqa: F401  (has_run … prepare_run_dir: the run-folder API, re-exported)
-    RunDirSession,
-    checkpoint_written,
-    create_run_dir,
-    has_run,
-    inspect_run_dir,
-    prepare_run_dir,
-)
 from oat.train.sampling import LamSampling
 from oat.train.warm_start import init_from_run
 
@@ -54,28 +48,31 @@ def build_spec(cfg: TrainConfig) -> Conditioning:
         raise ConfigError(f"--widths {' '.join(f'{w:g}' for w in widths)}: a {cfg.objective} model has one "
                           "width (train one run per width); several widths at once is --objective oats")
     if cfg.objective == "pgdat":
-        return Conditioning.dedicated(cfg.lam, widths)
+        return Conditioning.dedicated(cfg.lams[0], widths)
     return Conditioning(lams=tuple(cfg.lams), encoding=cfg.encoding, dim=cfg.enc_dim, film=True,
                         dual_bn=cfg.dual_bn, widths=widths, seed=cfg.seed, film_form=cfg.film_form)
 
 
-def build_objective(cfg: TrainConfig, eps: float):
-    attack = AttackConfig(eps=eps, steps=cfg.attack_steps, norm=cfg.attack_norm)
-    continuous = cfg.encoding in CONTINUOUS_DRAW
+def build_objective(cfg: TrainConfig, spec: Conditioning, eps: float):
+    """The objective of ``cfg``: its λ set, widths and λ draw are read from ``spec``, the model's own."""
+    attack = AttackConfig(eps=eps, steps=cfg.attack_steps, norm=cfg.attack_norm,
+                          precision=cfg.train_attack_precision)
     if cfg.objective == "pgdat":
-        return PGDAT(cfg.lam, attack)
+        return PGDAT(spec, attack, clean_pass_at_1=cfg.pgdat_clean_pass_at_1)
     sampling = LamSampling(cfg.zero_share, None if cfg.lam_weights is None else tuple(cfg.lam_weights))
+    discrete = not cfg.continuous_draw  # the scalar encoding may train on the discrete set (the authors')
     if cfg.objective == "oats":
-        return OATS(tuple(cfg.lams), attack, tuple(cfg.widths), continuous, sampling=sampling)
-    return OAT(tuple(cfg.lams), attack, continuous, sampling)
+        return OATS(spec, attack, sampling=sampling, discrete_draw=discrete)
+    return OAT(spec, attack, sampling=sampling, discrete_draw=discrete)
 
 
 def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
-          evaluate: bool = True, log=print, dist_timeout: float | None = None, step_hook=None) -> Path:
+          log=print, dist_timeout: float | None = None, step_hook=None) -> Path:
     """Train a model as ``cfg`` says, writing everything into the run folder ``out``.
 
     Under ``torchrun`` every process calls this; only rank 0 writes (logs, progress bar,
-    checkpoints, config.json) and evaluates; see :mod:`oat.train.distributed`.
+    checkpoints, config.json); see :mod:`oat.train.distributed`. Evaluation is not its business:
+    :func:`oat.pipeline.train_and_evaluate` follows training with the sweep and the report.
 
     Args:
         cfg: the resolved configuration (``batch_size`` is the global batch).
@@ -83,7 +80,6 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = Fals
         resume: continue the run in ``out`` from its newest checkpoint (its saved config wins).
         overwrite: replace a run already in ``out``.
         progress: show a progress bar.
-        evaluate: after training, sweep λ (× width) on ``cfg.eval_split`` and write the report.
         log: where one-line messages go.
         dist_timeout: seconds a collective may wait for the other ranks (default
             ``$OAT_DIST_TIMEOUT`` or 600).
@@ -97,7 +93,7 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = Fals
     """
     out = Path(out)
     info, device = ddp.setup(cfg.device, dist_timeout)
-    # Only rank 0 writes, so only it locks the folder, until training and evaluation end.
+    # Only rank 0 writes, so only it locks the folder, until training ends.
     try:
         with RunDirSession(out, info.is_main, log) as session:
             cfg, state = _run(cfg, out, resume, overwrite, info, device, progress, log, step_hook, session)
@@ -105,8 +101,6 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = Fals
                 raise TrainingInterrupted(state.stopped, f"stopped by {signal.Signals(state.stopped).name} "
                                           f"after epoch {state.epoch} + {state.batch} batches (step {state.step}); "
                                           f"checkpoint saved; resume with: oat train --out {out} --resume")
-            if evaluate and info.is_main:
-                _evaluate(cfg, out, device, progress, log)
     finally:
         ddp.cleanup()  # also when the lock is refused: the other ranks then fail fast, not at a timeout
     return out
@@ -130,13 +124,6 @@ def _run(cfg, out, resume, overwrite, info, device, progress, log, step_hook, se
     return cfg, state
 
 
-def _evaluate(cfg: TrainConfig, out: Path, device, progress: bool, log) -> None:
-    from oat.evaluate.api import evaluate_run
-
-    evaluate_run(out, split=cfg.eval_split, attacks=cfg.eval_attacks, subset=cfg.eval_subset,
-                 device=device, progress=progress, log=log)
-
-
 def _quiet(*_args, **_kw) -> None:
     return None
 
@@ -152,7 +139,7 @@ def _prepare(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, info):
             raise RunFolderError(f"--resume: {out / 'config.json'} is missing or corrupt") from None
         if not isinstance(saved, dict):
             raise RunFolderError(f"--resume: {out / 'config.json'} is corrupt")
-        cfg = TrainConfig.from_dict(saved)
+        cfg = TrainConfig.from_saved(saved)
     # The whole configuration, before the data is read or anything is written.
     check_config(cfg)
     check_model(cfg, build_spec(cfg))
@@ -186,10 +173,10 @@ def _train(cfg: TrainConfig, out: Path, resuming: bool, overwrite: bool, info, d
     # drop_last with several ranks: every rank must take the same number of steps.
     loader = DeviceLoader(data.train, local_batch, shuffle=True, augment=data.augment, device=device,
                           seed=cfg.seed, channels_last=cfg.channels_last, rank=info.rank,
-                          world_size=info.world_size, drop_last=info.enabled)
+                          world_size=info.world_size, drop_last=cfg.drop_last or info.enabled)
     if len(loader) == 0:
         raise ConfigError(f"batch size {cfg.batch_size} leaves no full batch of the training split")
-    objective = build_objective(cfg, eps)
+    objective = build_objective(cfg, model.spec, eps)
     if info.is_main and not resuming:  # the inputs are good: only now create (or replace) the run folder
         create_run_dir(out, overwrite, log)
         meta = {"config": cfg.to_dict(), "eps": eps, "data": data.info(), "world_size": info.world_size,
@@ -203,10 +190,10 @@ def _train(cfg: TrainConfig, out: Path, resuming: bool, overwrite: bool, info, d
     step_hook = step_hook or ddp.sync_check_hook(out, info)
     try:
         with catch_signals(stop):
-            fit(net, objective, loader, optimizer, epochs=cfg.epochs, base_lr=cfg.lr,
-                device=device, state=state, on_epoch_end=ckpt.epoch_end, on_stop=ckpt.mid_epoch, stop=stop,
-                amp=cfg.amp, seed=cfg.seed, rank=info.rank, nonfinite=cfg.nonfinite, progress=progress,
-                info=info, step_hook=step_hook)
+            opts = LoopOptions(epochs=cfg.epochs, base_lr=cfg.lr, device=device, amp=cfg.amp, seed=cfg.seed,
+                               nonfinite=cfg.nonfinite, progress=progress, info=info, step_hook=step_hook)
+            fit(net, objective, loader, optimizer, opts, state=state, on_epoch_end=ckpt.epoch_end,
+                on_stop=ckpt.mid_epoch, stop=stop)
     except RuntimeError as e:
         if not info.enabled:
             raise

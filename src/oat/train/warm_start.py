@@ -19,8 +19,8 @@ import re
 
 import torch
 
+from oat.checkpoint import read_tensors, resolve_checkpoint
 from oat.errors import ConfigError
-from oat.train.checkpoint import read_tensors, resolve_checkpoint
 
 _ADV_BN = re.compile(r"(.*\.bns\.\d+\.)1(\..*)")
 _FRESH = re.compile(r"(^|.*\.)(film\..*|lam_table)$")

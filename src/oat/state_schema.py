@@ -59,7 +59,7 @@ def _words(v, n: int) -> bool:
 
 
 def check_rng(rng, where) -> None:
-    """The RNG states saved by :func:`oat.train.checkpoint.rng_state`."""
+    """The RNG states saved by :func:`oat.checkpoint.rng_state`."""
     import torch
 
     bad = StateSchemaError(f"{where}: state.json has a malformed RNG state; it cannot be resumed exactly")

@@ -28,7 +28,7 @@ OWN_NAMES = (MARKER, "config.json", "log.jsonl", "checkpoints", "results.json", 
 
 
 def write_marker(out: Path) -> None:
-    from oat.train.checkpoint import atomic_write_text
+    from oat.checkpoint import atomic_write_text
 
     doc = {"format": "oat-run", "format_version": MARKER_FORMAT, "oat_version": package_version(),
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -45,7 +45,7 @@ def has_marker(out: Path) -> bool:
 
 def is_legacy_run(out: Path) -> bool:
     """A run written before the marker: config.json + a readable newest checkpoint."""
-    from oat.train.checkpoint import read_state, resolve_checkpoint
+    from oat.checkpoint import read_state, resolve_checkpoint
 
     if not (out / "config.json").is_file() or not (out / "checkpoints" / "latest").is_file():
         return False
@@ -220,9 +220,3 @@ def checkpoint_written(out: Path) -> None:
         session.checkpoint_written()
 
 
-def prepare_run_dir(out: Path, resume: bool, overwrite: bool, log=print) -> bool:
-    """Inspect, then create ``out``; returns True when an existing run is to be resumed."""
-    resuming = inspect_run_dir(out, resume, overwrite)
-    if not resuming:
-        create_run_dir(out, overwrite, log)
-    return resuming

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from oat.conditioning import Conditioning
 from oat.errors import CheckpointError, OatError
-from oat.train.state_schema import check_state, check_table
+from oat.state_schema import check_state, check_table
 
 FORMAT_VERSION = 1
 
