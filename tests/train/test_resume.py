@@ -23,7 +23,17 @@ def _train(out, **kw):
     return runner.train(TrainConfig.from_dict(CFG), out, progress=False, log=lambda *a: None, **kw)
 
 
-def test_resume_after_an_interruption_gives_the_same_weights(tmp_path, monkeypatch):
+def _as_written_by_an_earlier_version(run):
+    """Add the keys earlier versions saved: an unused ``lam`` beside ``lams``, and ``eval_*``."""
+    legacy = {"lam": 1.0, "eval_attacks": ["pgd20"], "eval_split": "val", "eval_subset": None}
+    for f in [run / "config.json", *run.glob("checkpoints/epoch-*/state.json")]:
+        doc = json.loads(f.read_text())
+        doc["config"] = {**doc["config"], **legacy}
+        f.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_resume_after_an_interruption_gives_the_same_weights(tmp_path, monkeypatch, legacy):
     straight = _train(tmp_path / "a")
 
     real_save = runner.save_checkpoint
@@ -38,6 +48,8 @@ def test_resume_after_an_interruption_gives_the_same_weights(tmp_path, monkeypat
         _train(tmp_path / "b")
     monkeypatch.undo()
     assert resolve_checkpoint(tmp_path / "b").name == "epoch-0001"
+    if legacy:  # a run folder of an earlier version resumes, and evaluates, the same
+        _as_written_by_an_earlier_version(tmp_path / "b")
     # Continue through the command line, as a user would.
     assert main(["train", "--out", str(tmp_path / "b"), "--resume", "--no-eval", "--no-progress"]) == 0
 
@@ -56,6 +68,11 @@ def test_resume_after_an_interruption_gives_the_same_weights(tmp_path, monkeypat
     assert [r["loss"] for r in logs] == [r["loss"] for r in straight_logs]
     state = load_model(tmp_path / "b").checkpoint_state
     assert state["epoch"] == 2 and state["finished"]
+    if legacy:
+        from oat.evaluate.api import evaluate_run
+
+        rows = evaluate_run(tmp_path / "b", subset=16, checks=False, report=False, log=lambda *_: None)
+        assert {r["lam"] for r in rows} == set(load_model(tmp_path / "b").spec.lams)
     # Not vacuous: the second epoch moved the weights.
     first = read_tensors(straight / "checkpoints" / "epoch-0001" / "model.safetensors")
     assert not torch.equal(first["fc.weight"], a["fc.weight"])
