@@ -158,7 +158,8 @@ class Conditioning:
         return self.film and not ENCODINGS[self.encoding].index_based
 
     @property
-    def enc_dim(self) -> int:
+    def film_input_dim(self) -> int:
+        """Width of the FiLM input: the encoding's own dimension (1 for scalar), else ``dim``; 0 without FiLM."""
         if not self.film:
             return 0
         return ENCODINGS[self.encoding].fixed_dim or self.dim

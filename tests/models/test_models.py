@@ -7,8 +7,7 @@ from torch import nn
 from oat.conditioning import Conditioning
 from oat.errors import ConfigError, LamError
 from oat.models import BoundModel, ConditionedNet, create_model, list_models
-from oat.models.blocks import Norm
-from oat.nn import FiLM
+from oat.nn import FiLM, Norm
 
 # Dedicated (plain) parameter counts of the architectures in the literature, 10 classes.
 KNOWN_PARAMS = {

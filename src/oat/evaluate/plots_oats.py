@@ -16,14 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from oat.evaluate.plotting import finish_plot, plt
-
-
-def _w(row: dict) -> float:
-    return 1.0 if row.get("width") is None else float(row["width"])
+from oat.evaluate.results import pct, width_of
 
 
 def _key(row: dict) -> tuple[float, float]:
-    return round(float(row["lam"]), 6), round(_w(row), 6)
+    return round(float(row["lam"]), 6), round(width_of(row), 6)
 
 
 def dedicated_by_width(runs, info: dict, attack: str | None) -> dict[tuple[float, float], dict]:
@@ -39,21 +36,17 @@ def dedicated_by_width(runs, info: dict, attack: str | None) -> dict[tuple[float
     return out
 
 
-def _pct(v) -> str:
-    return "–" if v is None else f"{100 * v:.2f}"
-
-
 def cost_table(rows: list[dict]) -> list[str]:
     """One line per width: MFLOPs per image, parameters, latency per batch."""
     lines = ["| width | MFLOPs / image | parameters | latency (ms / batch) | batch |", "|---|---|---|---|---|"]
     seen = set()
-    for r in sorted(rows, key=lambda r: -_w(r)):
-        if _w(r) in seen:
+    for r in sorted(rows, key=lambda r: -width_of(r)):
+        if width_of(r) in seen:
             continue
-        seen.add(_w(r))
+        seen.add(width_of(r))
         lat = "–" if r.get("latency_ms") is None else f"{r['latency_ms']:.2f}"
         batch = r.get("latency_batch") or "–"
-        lines.append(f"| {_w(r):g} | {r['flops'] / 1e6:.3f} | {r['params']:,} | {lat} | {batch} |")
+        lines.append(f"| {width_of(r):g} | {r['flops'] / 1e6:.3f} | {r['params']:,} | {lat} | {batch} |")
     return lines
 
 
@@ -61,21 +54,21 @@ def slim_comparison_table(rows: list[dict], ded: dict) -> list[str]:
     """OATS beside each dedicated model of the same (λ, width) below full width."""
     lines = ["| λ | width | OATS SA | OATS RA | dedicated SA | dedicated RA | ΔSA | ΔRA |",
              "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (-_w(r), r["lam"])):
+    for r in sorted(rows, key=lambda r: (-width_of(r), r["lam"])):
         d = ded.get(_key(r))
-        if d is None or _w(r) >= 1.0:
+        if d is None or width_of(r) >= 1.0:
             continue
-        lines.append(f"| {r['lam']:g} | {_w(r):g} | {_pct(r['sa'])} | {_pct(r['ra'])} | {_pct(d['sa'])} | "
-                     f"{_pct(d['ra'])} | {_pct(r['sa'] - d['sa'])} | {_pct(r['ra'] - d['ra'])} |")
+        lines.append(f"| {r['lam']:g} | {width_of(r):g} | {pct(r['sa'])} | {pct(r['ra'])} | {pct(d['sa'])} | "
+                     f"{pct(d['ra'])} | {pct(r['sa'] - d['sa'])} | {pct(r['ra'] - d['ra'])} |")
     return lines if len(lines) > 2 else []
 
 
 def plot_tradeoff_per_width(rows: list[dict], ded: dict, path: Path, attack: str) -> None:
     """One SA–RA panel per width: the OATS curve over λ and that width's dedicated models."""
-    widths = sorted({_w(r) for r in rows}, reverse=True)
+    widths = sorted({width_of(r) for r in rows}, reverse=True)
     fig, axes = plt.subplots(1, len(widths), figsize=(4 * len(widths), 3.8), squeeze=False, sharey=True)
     for ax, w in zip(axes[0], widths):
-        rs = sorted((r for r in rows if _w(r) == w), key=lambda r: r["lam"])
+        rs = sorted((r for r in rows if width_of(r) == w), key=lambda r: r["lam"])
         ax.plot([100 * r["sa"] for r in rs], [100 * r["ra"] for r in rs], "o-", label="OATS")
         for r in rs:
             ax.annotate(f"{r['lam']:g}", (100 * r["sa"], 100 * r["ra"]), fontsize=7, textcoords="offset points",
@@ -98,7 +91,7 @@ def plot_ra_vs_flops(rows: list[dict], ded: dict, path: Path, attack: str) -> No
     """RA against FLOPs per image: a point per (λ, width); lines join the widths of one λ."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for lam in sorted({r["lam"] for r in rows}):
-        rs = sorted((r for r in rows if r["lam"] == lam), key=_w)
+        rs = sorted((r for r in rows if r["lam"] == lam), key=width_of)
         ax.plot([r["flops"] / 1e6 for r in rs], [100 * r["ra"] for r in rs], "o-", label=f"OATS λ={lam:g}")
     pts = [(d["flops"] / 1e6, 100 * d["ra"], d["lam"]) for d in ded.values() if d.get("flops")]
     if pts:

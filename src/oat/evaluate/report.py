@@ -14,24 +14,12 @@ from oat.evaluate.plots_oats import oats_section
 from oat.evaluate.plotting import finish_plot, plt
 from oat.evaluate.provenance import current_rows, describe_choice, newest_checkpoint
 from oat.evaluate.report_attacks import attacks_section, checks_section
-from oat.evaluate.results import read_results
+from oat.evaluate.results import pct, read_results, strongest_attack
 from oat.runlock import locked
 
 
 class EmptyReport(OatError):
     """A report with no rows to show (it would replace a good report.md by a stub)."""
-
-
-def _pct(v) -> str:
-    return "–" if v is None else f"{100 * v:.2f}"
-
-
-def _main_attack(rows: list[dict]) -> str | None:
-    attacks = {r["attack"] for r in rows}
-    for a in ("worst", "autoattack", "pgd20"):
-        if a in attacks:
-            return a
-    return sorted(attacks)[0] if attacks else None
 
 
 def baseline_rows(run: Path, split: str, eps: float | None, norm: str) -> list[dict]:
@@ -58,8 +46,8 @@ def comparison_table(main_rows: list[dict], ded: dict[float, dict]) -> list[str]
         dsa = None if d is None else r["sa"] - d["sa"]
         dra = None if d is None else r["ra"] - d["ra"]
         w = "–" if r["width"] is None else f"{r['width']:g}"
-        lines.append(f"| {r['lam']:g} | {w} | {_pct(r['sa'])} | {_pct(r['ra'])} | {_pct(d and d['sa'])} | "
-                     f"{_pct(d and d['ra'])} | {_pct(dsa)} | {_pct(dra)} |")
+        lines.append(f"| {r['lam']:g} | {w} | {pct(r['sa'])} | {pct(r['ra'])} | {pct(d and d['sa'])} | "
+                     f"{pct(d and d['ra'])} | {pct(dsa)} | {pct(dra)} |")
     return lines
 
 
@@ -71,8 +59,8 @@ def all_rows_table(rows: list[dict]) -> list[str]:
         ckpt = "unknown" if r.get("checkpoint_sha256") is None else \
             f"{r.get('checkpoint')} ({r['checkpoint_sha256'][:12]})"
         seed = "–" if r.get("subset_seed") is None else r["subset_seed"]
-        lines.append(f"| {r['split']} | {r['attack']} | {r['eps']:.4g} | {r['lam']:g} | {w} | {_pct(r['sa'])} | "
-                     f"{_pct(r['ra'])} | {r['n']} | {ckpt} | {seed} |")
+        lines.append(f"| {r['split']} | {r['attack']} | {r['eps']:.4g} | {r['lam']:g} | {w} | {pct(r['sa'])} | "
+                     f"{pct(r['ra'])} | {r['n']} | {ckpt} | {seed} |")
     return lines
 
 
@@ -135,7 +123,7 @@ def write_report(runs, out=None, split: str | None = None, *, eps: float | None 
     doc = read_results(runs[0])
     rows, info = current_rows(doc, split, eps=eps, checkpoint=checkpoint, newest=newest_checkpoint(runs[0]))
     split = info["split"]
-    attack = _main_attack(rows)
+    attack = strongest_attack(rows)
     main_rows = sorted((r for r in rows if r["attack"] == attack), key=lambda r: (-(r["width"] or 1.0), r["lam"]))
     if not main_rows:
         raise EmptyReport(f"{runs[0]} has no {split} rows to report ({info['checkpoint']}"

@@ -34,6 +34,31 @@ CSV_PROVENANCE = ("checkpoint", "checkpoint_sha256", "subset", "subset_seed")
 CSV_FIELDS = ("index", "label", "lam", "width", "norm", "eps", "attack", "correct", *CSV_PROVENANCE)
 
 
+# Attacks from strongest to weakest: ``worst`` (per example, over every attack run) first. The
+# report's headline attack and the operating-point choice both use this one order.
+STRENGTH = ("worst", "autoattack", "pgd100-r5", "pgd20", "cw-pgd")
+
+
+def strongest_attack(rows: list[dict]) -> str | None:
+    """The strongest attack among ``rows`` (see :data:`STRENGTH`; then by name; ``clean`` last)."""
+    attacks = {r["attack"] for r in rows}
+    for a in STRENGTH:
+        if a in attacks:
+            return a
+    named = sorted(attacks - {"clean"})
+    return named[0] if named else ("clean" if attacks else None)
+
+
+def pct(v) -> str:
+    """An accuracy fraction as a percentage with two decimals (``–`` for none)."""
+    return "–" if v is None else f"{100 * v:.2f}"
+
+
+def width_of(row: dict) -> float:
+    """A row's width, 1 for a model that is not slimmable."""
+    return 1.0 if row.get("width") is None else float(row["width"])
+
+
 def _norm_value(v):
     if isinstance(v, dict):
         return json.dumps(v, sort_keys=True)

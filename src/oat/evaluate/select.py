@@ -1,4 +1,4 @@
-"""Picking the operating point for a user: the (λ, width) that meets a target (issue 9).
+"""Picking the operating point for a user: the (λ, width) that meets a target.
 
 ``oat evaluate RUN --target-ra X`` answers the question a user actually has: "which λ (and,
 for OATS, which width) keeps RA ≥ X with the best SA?" (``--target-sa X``: SA ≥ X with the
@@ -8,17 +8,12 @@ best RA). It is decided on the validation split, never on the test split.
 from __future__ import annotations
 
 from oat.errors import ConfigError
-
-PREFERRED = ("worst", "autoattack", "pgd100-r5", "pgd20", "cw-pgd")
+from oat.evaluate.results import strongest_attack
 
 
 def pick_attack(rows: list[dict]) -> str | None:
-    """The strongest attack present: ``worst`` over several, else AutoAttack, PGD-100, PGD-20…"""
-    attacks = {r["attack"] for r in rows if r["attack"] != "clean"}
-    for a in PREFERRED:
-        if a in attacks:
-            return a
-    return sorted(attacks)[0] if attacks else None
+    """The strongest attack present (:func:`oat.evaluate.results.strongest_attack`), never ``clean``."""
+    return strongest_attack([r for r in rows if r["attack"] != "clean"])
 
 
 def select_operating_point(rows: list[dict], target_ra: float | None = None, target_sa: float | None = None, *,

@@ -16,11 +16,6 @@ from oat.errors import LamError
 from oat.nn.context import Ctx
 
 
-def call(module: nn.Module, x: torch.Tensor, ctx: Ctx) -> torch.Tensor:
-    """Call a child with the context if it is a conditioned layer, else with ``x`` alone."""
-    return module(x, ctx) if getattr(module, "takes_ctx", False) else module(x)
-
-
 class ConditionedNet(nn.Module):
     """Base class: λ/width handling shared by every architecture.
 

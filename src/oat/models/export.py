@@ -27,8 +27,7 @@ from torch import nn
 from oat.conditioning import LAM_TOL, scaled
 from oat.errors import WidthError
 from oat.models.base import ConditionedNet
-from oat.models.blocks import Norm
-from oat.nn import DualBN, FiLM, SConv2d, SLinear
+from oat.nn import DualBN, FiLM, Norm, SConv2d, SLinear, fold
 from oat.nn.context import Ctx
 
 TRACE_SIZE = 8  # spatial size of the tracing input: every registered net runs at 8×8
@@ -118,8 +117,6 @@ class DenseLinear(nn.Linear):
 class FoldedNorm(nn.Module):
     """One BN whose affine parameters already include the FiLM scale and shift of a fixed λ."""
 
-    takes_ctx = True
-
     def __init__(self, bn: nn.modules.batchnorm._BatchNorm):
         super().__init__()
         self.bn = bn
@@ -150,21 +147,16 @@ def _dense_linear(m: SLinear, cin: int) -> DenseLinear:
 @torch.no_grad()
 def _folded_norm(norm: Norm, ctx: Ctx) -> FoldedNorm:
     """The BN of this width and λ's branch, with FiLM ``y·μ + σ`` folded into its affine."""
-    bn = _pick_bn(norm.bn, ctx)
-    bn = copy.deepcopy(bn)
+    bn = copy.deepcopy(norm.bn.branch(ctx))
     if norm.film is not None:
         mu, sigma = (t[0] for t in norm.film.params(ctx.enc, bn.num_features))
         if not bn.affine:  # pragma: no cover - every registered net has affine BN
             raise NotImplementedError("folding FiLM needs an affine BN")
-        # FiLM(γ·x̂ + β) = (γμ)·x̂ + (βμ + σ): still one BN, exact in train and eval mode.
-        bn.bias.copy_(bn.bias * mu + sigma)
-        bn.weight.copy_(bn.weight * mu)
+        # Still one BN, exact in train and eval mode (see oat.nn.norm).
+        weight, bias = fold(bn, mu, sigma, statistics=False)
+        bn.weight.copy_(weight)
+        bn.bias.copy_(bias)
     return FoldedNorm(bn)
-
-
-def _pick_bn(bn: DualBN, ctx: Ctx) -> nn.Module:
-    pair = bn.bns[ctx.width_idx]
-    return pair[0] if (not bn.dual or ctx.route == "clean") else pair[1]
 
 
 class SlimNet(nn.Module):

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from oat.conditioning import Conditioning
 from oat.models.base import ConditionedNet
-from oat.models.blocks import BasicBlock, Norm, PreActBlock, Stage, conv3x3
-from oat.nn import SConv2d, SLinear
+from oat.models.blocks import BasicBlock, PreActBlock, Stage, conv3x3
+from oat.nn import Norm, SConv2d, SLinear
 from oat.nn.context import Ctx
 
 

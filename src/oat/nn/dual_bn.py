@@ -28,12 +28,19 @@ class DualBN(nn.Module):
             nn.ModuleList(bn(scaled(channels, w)) for _ in range(2 if dual else 1)) for w in widths
         )
 
-    def forward(self, x: torch.Tensor, ctx: Ctx) -> torch.Tensor:
+    def branch(self, ctx: Ctx) -> nn.Module:
+        """The one BN of a context whose examples all take one branch (λ == 0: clean, else adversarial)."""
         pair = self.bns[ctx.width_idx]
         if not self.dual or ctx.route == "clean":
-            return pair[0](x)
+            return pair[0]
         if ctx.route == "adv":
-            return pair[1](x)
+            return pair[1]
+        raise ValueError("a batch mixing λ = 0 and λ > 0 uses both branches")
+
+    def forward(self, x: torch.Tensor, ctx: Ctx) -> torch.Tensor:
+        if not self.dual or ctx.route != "mixed":
+            return self.branch(ctx)(x)
+        pair = self.bns[ctx.width_idx]
         k = ctx.n_clean_prefix
         if k is not None:  # same branches and batch statistics as the gather below, fewer copies
             return torch.cat([pair[0](x[:k]), pair[1](x[k:])])

@@ -1,0 +1,73 @@
+"""BN (dual/switchable) + FiLM as one layer, and the one place where the two are folded.
+
+In eval mode BN is the per-channel affine map ``a·x + b`` (``a = γ/√(var + ε)``, ``b = β − mean·a``)
+and FiLM is ``μ·z + σ`` per λ, so BN followed by FiLM is ``(μa)·x + (σ + μb)``: :func:`fold`
+computes that (the attack path of :class:`Norm`). Without the running statistics, FiLM still
+folds into BN's affine parameters, ``(γμ, βμ + σ)``, which keeps the BN exact in train mode
+too (``fold(..., statistics=False)``, used by :func:`oat.models.export.export`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from oat.conditioning import Conditioning
+from oat.nn.context import Ctx
+from oat.nn.dual_bn import DualBN
+from oat.nn.film import FiLM
+
+
+@torch.no_grad()
+def fold(bn: nn.modules.batchnorm._BatchNorm, mu: torch.Tensor, sigma: torch.Tensor, *,
+         statistics: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """BN then FiLM(μ, σ) as one ``(scale, shift)``.
+
+    Args:
+        bn: an affine BN layer.
+        mu: FiLM scale, ``(C,)`` or ``(K, C)`` for K distinct λ.
+        sigma: FiLM shift, the same shape.
+        statistics: fold BN's running statistics too (eval mode: ``y = scale·x + shift``);
+            False folds FiLM into BN's affine only (``y = BN'(x)`` with ``γ' = scale``,
+            ``β' = shift``), exact with batch statistics as well.
+    """
+    if not statistics:
+        return bn.weight * mu, bn.bias * mu + sigma
+    a = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # BN(x) = a·x + b
+    b = bn.bias - bn.running_mean * a
+    return mu * a, sigma + mu * b
+
+
+class Norm(nn.Module):
+    """A (dual, switchable) BN followed by FiLM when the spec has FiLM and ``film`` is True.
+
+    The reference puts FiLM after every main-path BN, never after a shortcut's BN or the
+    wide ResNets' final BN; callers say which with ``film``.
+    """
+
+    def __init__(self, channels: int, spec: Conditioning, film: bool = True):
+        super().__init__()
+        self.bn = DualBN(channels, spec.widths, spec.dual_bn)
+        self.film = FiLM(channels, spec.film_input_dim, spec.film_form) if (spec.film and film) else None
+
+    def forward(self, x: torch.Tensor, ctx: Ctx) -> torch.Tensor:
+        if self.film is not None and ctx.film_cache is not None and not self.training and ctx.route != "mixed":
+            # Attack path (eval mode, cached FiLM): BN with running statistics and FiLM are
+            # both per-channel affine maps, so they fold into one per-example scale and
+            # shift, computed once per predictor and reused on every PGD step.
+            scale, shift = self._folded(x, ctx)
+            return torch.addcmul(shift, x, scale)
+        x = self.bn(x, ctx)
+        return x if self.film is None else self.film(x, ctx)
+
+    @torch.no_grad()
+    def _folded(self, x: torch.Tensor, ctx: Ctx) -> tuple[torch.Tensor, torch.Tensor]:
+        key = ("norm", id(self), x.dtype)
+        if key not in ctx.film_cache:
+            mu, sigma = self.film.params(ctx.enc, x.shape[1])  # FiLM(z) = μ·z + σ, per distinct λ
+            scale, shift = fold(self.bn.branch(ctx), mu, sigma)
+            if ctx.inverse is not None:
+                scale, shift = scale[ctx.inverse], shift[ctx.inverse]
+            view = (-1, x.shape[1]) + (1,) * (x.dim() - 2)
+            ctx.film_cache[key] = (scale.view(view).to(x.dtype), shift.view(view).to(x.dtype))
+        return ctx.film_cache[key]
