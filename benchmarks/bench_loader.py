@@ -2,7 +2,7 @@
 
 Synthetic CIFAR-shaped uint8 data (no files needed). One pass per loader after one
 warm-up batch; prints a table and writes ``benchmarks/results/bench_loader.json`` with
-the machine and settings.
+the machine, versions (git commit), command and settings (``common.write_result``).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_loader.py [--n 10000] [--batch-size 128] [--device cpu]
 
@@ -13,21 +13,13 @@ processes (DeviceLoader fell from 47k to 2k images/s); one thread gives stable f
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
+from common import write_result  # also puts the checkout's src first on sys.path
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without install
 from oat.data import ArrayDataset, DeviceLoader
-
-RESULTS = Path(__file__).resolve().parent / "results" / "bench_loader.json"
 
 
 class PerExampleDataset(Dataset):
@@ -93,35 +85,11 @@ def main() -> None:
     print(f"{'loader':<28}{'images/s':>12}{'speed-up':>10}")
     for name, rate in rows.items():
         print(f"{name:<28}{rate:>12,.0f}{rate / base:>9.1f}x")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "benchmark": "bench_loader",
-                "images_per_second": {k: round(v, 1) for k, v in rows.items()},
-                "settings": {
-                    "n": args.n,
-                    "batch_size": args.batch_size,
-                    "device": str(device),
-                    "image_shape": [3, 32, 32],
-                    "augment": ["crop", "flip"],
-                    "passes": 1,
-                },
-                "machine": {
-                    "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "cpu_count": os.cpu_count(),
-                    "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(),
-                    "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                },
-                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"wrote {RESULTS}")
+    write_result("bench_loader", {
+        "images_per_second": {k: round(v, 1) for k, v in rows.items()},
+        "settings": {"n": args.n, "batch_size": args.batch_size, "device": str(device), "image_shape": [3, 32, 32],
+                     "augment": ["crop", "flip"], "passes": 1},
+    })
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import RESULTS, cpu_name, now_iso  # noqa: E402
+from common import write_result  # noqa: E402
 
 
 def run(procs: int, threads: int, args, folder: Path) -> dict:
@@ -65,14 +65,12 @@ def main() -> None:
     base = next(r["img_per_s"] for r in rows if r["procs"] == 1 and r["threads_per_proc"] == 1)
     for r in rows:
         r["scaling_efficiency"] = round(r["img_per_s"] / (r["procs"] * base), 3)
-    doc = {"benchmark": "bench_scaling", "when": now_iso(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
-           "device": args.device, "config": vars(args), "load_average_start": load0,
-           "load_average_end": os.getloadavg(), "rows": rows,
+    doc = {"settings": {**vars(args)}, "load_average_start": load0, "load_average_end": os.getloadavg(),
+           "rows": rows,
            "note": "global batch fixed (per-rank batch = B / procs); images/s are global, from the run's "
                    "log.jsonl (median over epochs after the first). The machine was shared with other "
                    "jobs: see the load averages. One GPU can only show the 1-process figure."}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_scaling.json").write_text(json.dumps(doc, indent=1))
+    write_result("bench_scaling", doc)  # adds machine, versions (git commit), date and command
     print(f"{'procs':>5} {'threads':>7} {'img/s':>8} {'efficiency':>10}")
     for r in rows:
         print(f"{r['procs']:>5} {r['threads_per_proc']:>7} {r['img_per_s']:>8.1f} {r['scaling_efficiency']:>10.3f}")

@@ -1,4 +1,4 @@
-"""Sweep throughput: K = 6 λ values batched per example against the λ-by-λ loop (issue 5, Speed).
+"""Sweep throughput: K = 6 λ values batched per example against the λ-by-λ loop.
 
 Same model, data, attack (PGD-20, fp32) and examples per forward pass in both: the batched
 sweep (:func:`oat.evaluate.sweep.sweep`) repeats each example once per λ with a

@@ -181,7 +181,12 @@ def clean_accuracy(predict, ds, device, batch: int = 500) -> float:
 
 
 def pgd_accuracy(predict, ds, device, eps: float, steps: int = 20, batch: int = 500, seed: int = 0) -> float:
-    """Robust accuracy under oat's PGD-20 (evaluation step size, keep the worst iterate)."""
+    """Robust accuracy under oat's PGD-20 (evaluation step size, keep the worst iterate).
+
+    Counted as ``results.json`` counts RA: an example is robust only if it is also classified
+    correctly when clean (a wrong clean prediction that an attack happens to flip to the
+    right class is no robustness).
+    """
     from oat.attacks import pgd
 
     g = torch.Generator(device=device).manual_seed(seed)
@@ -191,5 +196,5 @@ def pgd_accuracy(predict, ds, device, eps: float, steps: int = 20, batch: int = 
         y = ds.labels[i:i + batch].to(device)
         xa = pgd(predict, x, y, eps=eps, steps=steps, generator=g)
         with torch.no_grad():
-            correct += int((predict(xa).argmax(1) == y).sum())
+            correct += int(((predict(xa).argmax(1) == y) & (predict(x).argmax(1) == y)).sum())
     return correct / len(ds)

@@ -1,8 +1,8 @@
 """AutoAttack (Croce & Hein, ICML 2020) through the authors' own package, ``pyautoattack``.
 
-Issue 5 asked for AutoAttack "through adversarial-robustness-toolbox (ART)". The project
-uses the authors' code instead (``pyautoattack``, the package RobustBench depends on; see
-DESIGN.md, "Decisions already taken"), so our AutoAttack numbers mean what the field's
+The project uses the authors' code for AutoAttack rather than ART's re-implementation
+(``pyautoattack``, the package RobustBench depends on; see DESIGN.md, "Decisions already
+taken"), so our AutoAttack numbers mean what the field's
 mean. ART stays in the project as the independent second implementation that our PGD is
 cross-checked against (``tests/attacks/test_crosscheck.py``). Nothing of AutoAttack is
 re-implemented here: this module only adapts calling conventions.

@@ -1,8 +1,8 @@
 """Checks that an evaluation is not fooled (gradient masking, broken attacks, random models).
 
-Run for every bound model (λ, width) on a small seeded subset, beside every result (issue 5;
-the list follows Carlini et al. 2019, "On evaluating adversarial robustness", and the
-AutoAttack authors' ``checks.py``):
+Run for every bound model (λ, width) on a small seeded subset, beside every result (the list
+follows Carlini et al. 2019, "On evaluating adversarial robustness", and the AutoAttack
+authors' ``checks.py``):
 
 - ``ra-eps0-equals-sa``: the attack at ε = 0 leaves every prediction as it was.
 - ``ra-nonincreasing-in-eps``: RA over the grid ε/4, ε/2, ε, 2ε never rises.

@@ -6,9 +6,9 @@ attack, not K (in eval mode BN uses running statistics, so an example's result d
 depend on its batch-mates). On the CPU, and for attacks that are not batchable
 (AutoAttack), the sweep runs λ by λ on ``model.at``: a CPU pays per example, not per pass,
 and a batch mixing λ = 0 and λ > 0 cannot use the folded single-branch BN + FiLM of
-``model.at`` (it needs the dual-BN gather/scatter). Measured on the CPU: the batched sweep
-ran at 0.63–0.97× the λ-by-λ loop's speed in ``benchmarks/bench_sweep.py`` (untrained
-models) and 0.67× on a trained Fashion-MNIST OAT model (``bench_sweep.py --run``).
+``model.at`` (it needs the dual-BN gather/scatter). On the CPU the batched sweep was measured
+slower than the λ-by-λ loop (``benchmarks/bench_sweep.py``; the figures are in
+``benchmarks/README.md``), which is why ``batch_lams=None`` picks by device.
 Both paths give the same per-example results for attacks without random starts (tested);
 with random starts they draw different noise (their RNG streams are keyed by the plan).
 
