@@ -66,3 +66,21 @@ def test_scalar_draw():
     assert not TrainConfig(encoding="scalar", scalar_draw="discrete").continuous_draw
     assert TrainConfig(encoding="continuous", scalar_draw="discrete").continuous_draw
     assert not TrainConfig().continuous_draw
+
+
+def test_drop_last_drops_the_partial_batch(tmp_path):
+    import math
+
+    import oat
+    from oat.checkpoint import read_state, resolve_checkpoint
+    from oat.data import load_data
+
+    n = len(load_data("digits", None, val_size=300, seed=0).train)
+    cfg = dict(data="digits", val_size=300, model_kwargs={"base": 4}, epochs=1, batch_size=100, attack_steps=0,
+               seed=0, device="cpu", amp="off")
+    steps = {}
+    for drop in (False, True):
+        run = oat.fit({**cfg, "drop_last": drop}, tmp_path / str(drop), evaluate=False, progress=False,
+                      log=lambda *_: None)
+        steps[drop] = read_state(resolve_checkpoint(run))["step"]
+    assert n % 100 and steps == {False: math.ceil(n / 100), True: n // 100}

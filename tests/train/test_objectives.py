@@ -156,3 +156,54 @@ def test_pgdat_with_zero_eps_skips_the_attack(make_tiny, spy):
     x, y = _xy()
     loss, _ = PGDAT(Conditioning.dedicated(1.0), AttackConfig(eps=0.0, steps=7))(model, x, y)
     assert [c for c in spy.calls if "kw" in c] == []
+
+
+# ------------------------------------------------ where ours differs from the authors: settings
+def test_pgdat_clean_pass_at_1_runs_the_clean_pass_with_weight_zero(make_tiny, spy, monkeypatch):
+    model = make_tiny(Conditioning.dedicated(1.0)).train()
+    x, y = _xy()
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    seen = _count_forwards(model, monkeypatch)
+    loss, m = PGDAT(Conditioning.dedicated(1.0), AttackConfig(eps=0.1, steps=2), clean_pass_at_1=True)(
+        model, x, y, generator=_gen())
+    assert any(torch.equal(s, x) for s in seen) and len(seen) == 2 and "n_clean" in m
+    assert not torch.equal(bn.running_mean, before)  # the clean pass moved the BN statistics
+    with torch.no_grad():  # ... and has weight 0: the loss is the adversarial term alone
+        expect = F.cross_entropy(model(spy.calls[-1]["out"], 1.0), y)
+    torch.testing.assert_close(loss.detach(), expect)
+
+
+@pytest.mark.parametrize("precision, inside", [("fp32", False), ("amp", True)])
+def test_training_attack_precision(tiny_model, monkeypatch, precision, inside):
+    seen = []
+    real = objectives.pgd
+
+    def wrapped(predict, x, y, **kw):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return real(predict, x, y, **kw)
+
+    monkeypatch.setattr(objectives, "pgd", wrapped)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        AttackConfig(eps=0.1, steps=1, precision=precision).craft(tiny_model, *_xy(), 0.4)
+    assert seen == [inside]
+
+
+def test_scalar_encoding_can_draw_from_the_discrete_set():
+    spec = Conditioning(encoding="scalar")
+    att = AttackConfig(eps=0.1, steps=1)
+    lam, _ = OAT(spec, att, discrete_draw=True).sample(600, _gen())
+    assert all(min(abs(v - t) for t in spec.lams) < 1e-6 for v in lam.tolist())
+    lam, _ = OAT(spec, att).sample(600, _gen())
+    assert len(set(lam.tolist())) > len(spec.lams)  # the default: U(0, max λ]
+
+
+def test_oats_trains_one_width_when_asked(make_tiny):
+    from oat.train.objectives import OATS
+
+    model = make_tiny(Conditioning(widths=(1.0, 0.5))).train()
+    x, y = _xy()
+    obj = OATS(model.spec, AttackConfig(eps=0.1, steps=1))
+    both = obj(model, x, y, generator=_gen())[0]
+    one = obj(model, x, y, generator=_gen(), width=0.5)[0]
+    assert one.item() < both.item()
