@@ -12,8 +12,7 @@ from oat.nn import FiLM
 from oat.train.sampling import LamSampling, sample_lams
 from oat.train.warm_start import init_from_run
 
-TRAIN = dict(data="digits", val_size=300, epochs=1, batch_size=64, attack_steps=1, eps=0.1, seed=0,
-             eval_attacks=["fgsm"])
+TRAIN = dict(data="digits", val_size=300, epochs=1, batch_size=64, attack_steps=1, eps=0.1, seed=0)
 
 
 def _dead_share(form: str) -> float:
