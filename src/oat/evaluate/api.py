@@ -171,7 +171,7 @@ def _annotate(row: dict) -> dict:
 
 
 def choose_operating_point(run, *, target_ra: float | None = None, target_sa: float | None = None,
-                           attacks=("pgd20",), eps: float | None = None, norm: str = "linf", log=print,
+                           attacks=EvalPlan.attacks, eps: float | None = None, norm: str = EvalPlan.norm, log=print,
                            **eval_kw) -> dict | None:
     """``--target-ra``/``--target-sa``: the (λ, width) meeting the target on the validation split.
 
