@@ -12,19 +12,25 @@ from oat.models.nets import PreActNet, ResNet, SmallCNN, wide_resnet
 
 MODELS: dict[str, Callable[..., ConditionedNet]] = {}
 DESCRIPTIONS: dict[str, str] = {}
+# Models built from other trained models (oat mix), not architectures to train: create_model and
+# checkpoints know them, list_models (and so `oat models`, --model) does not.
+COMPOSITES: set[str] = set()
 
 
-def register_model(name: str, description: str = ""):
+def register_model(name: str, description: str = "", composite: bool = False):
     def deco(fn):
         MODELS[name] = fn
         DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().splitlines()[0]
+        if composite:
+            COMPOSITES.add(name)
         return fn
 
     return deco
 
 
 def list_models() -> list[str]:
-    return sorted(MODELS)
+    """The architectures one can train (composites of trained models excluded)."""
+    return sorted(set(MODELS) - COMPOSITES)
 
 
 def create_model(name: str, spec: Conditioning | None = None, *, in_channels: int = 3,
@@ -88,14 +94,14 @@ def wrn_16_1(spec, dropout: float = 0.0, **kw):
     return wide_resnet(spec, 16, 1, dropout, **kw)
 
 
-@register_model("mix-outputs", "two trained models mixed by α on their probabilities or logits (a baseline)")
+@register_model("mix-outputs", "two trained models mixed by α on their probabilities or logits", composite=True)
 def mix_outputs(spec, **kw):
     from oat.models.mixture import OutputMixture
 
     return OutputMixture(spec, **kw)
 
 
-@register_model("interp-weights", "one network with the weights of two trained models interpolated by α")
+@register_model("interp-weights", "one network with two trained models' weights interpolated by α", composite=True)
 def interp_weights(spec, **kw):
     from oat.models.mixture import WeightInterpolation
 
