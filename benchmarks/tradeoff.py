@@ -101,6 +101,7 @@ VARIANTS = {
     "oat-id-z": {"film_form": "identity", "zero_share": 0.3},
     "oat-id-zw": {"film_form": "identity", "zero_share": 0.3, "lam_weights": [1, 1, 1, 1, 4]},
     "oat-id-warm": {"film_form": "identity", "init_from": "@dedicated-lam-0"},
+    "oat-id-warm-flr10": {"film_form": "identity", "init_from": "@dedicated-lam-0", "film_lr_scale": 10.0},
     "oat-id-zw-warm": {"film_form": "identity", "zero_share": 0.3, "lam_weights": [1, 1, 1, 1, 4],
                        "init_from": "@dedicated-lam-0"},
 }

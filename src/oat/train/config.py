@@ -59,6 +59,7 @@ class TrainConfig:
     zero_share: float | None = None
     lam_weights: list | None = None
     init_from: str | None = None
+    film_lr_scale: float = 1.0
     eval_attacks: list = field(default_factory=lambda: ["pgd20"])
     eval_split: str = "val"
     eval_subset: int | None = None
@@ -85,6 +86,8 @@ class TrainConfig:
         self._validate_beyond_paper()
 
     def _validate_beyond_paper(self) -> None:
+        if not self.film_lr_scale > 0:
+            raise ConfigError(f"film_lr_scale must be positive; got {self.film_lr_scale}")
         if self.film_form not in FILM_FORMS:
             raise ConfigError(f"unknown film_form {self.film_form!r}; known: {', '.join(FILM_FORMS)}")
         sampling = (self.zero_share, self.lam_weights)
