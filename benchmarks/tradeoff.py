@@ -101,6 +101,7 @@ VARIANTS = {
     "oat-id-z": {"film_form": "identity", "zero_share": 0.3},
     "oat-id-zw": {"film_form": "identity", "zero_share": 0.3, "lam_weights": [1, 1, 1, 1, 4]},
     "oat-id-warm": {"film_form": "identity", "init_from": "@dedicated-lam-0"},
+    "oat-id-warm-flr10": {"film_form": "identity", "init_from": "@dedicated-lam-0", "film_lr_scale": 10.0},
     "oat-id-zw-warm": {"film_form": "identity", "zero_share": 0.3, "lam_weights": [1, 1, 1, 1, 4],
                        "init_from": "@dedicated-lam-0"},
 }
@@ -136,6 +137,7 @@ def settings(args) -> dict:
         full=args.full,
         variants=list(args.variants),
         alternatives=list(args.alternatives),
+        alt_ra_subset=args.alt_ra_subset,
     )
     return s
 
@@ -190,10 +192,10 @@ def run_model(folder: Path, cfg: dict, variant: str, seed: int, lam, s: dict, ev
     return _with_same_subset_rows(folder, rec, eval_lams)
 
 
-def _evaluate(folder: Path, rec: dict, s: dict, eval_lams, log) -> None:
+def _evaluate(folder: Path, rec: dict, s: dict, eval_lams, log, blend: bool = False) -> None:
     """Evaluate ``folder`` at ``eval_lams`` under the plan's attacks not yet in ``rec`` (saved as it goes)."""
     rec_path = folder / "bench.json"
-    for attack, subset in _eval_plan(s):
+    for attack, subset in _eval_plan(s, blend):
         have = {(round(r["lam"], 6), r["attack"]) for r in rec["rows"]}
         todo = [v for v in eval_lams if (round(v, 6), attack) not in have]
         if not todo:
@@ -239,7 +241,7 @@ def run_blend(seed_dir: Path, name: str, seed: int, s: dict, log) -> dict | None
         rec = {"variant": name, "seed": seed, "lam": None, "wall_s": sum(m["wall_s"] for m in members),
                "passes": sum(m["passes"] for m in members), "rows": [], "config": cfg}
         rec_path.write_text(json.dumps(rec, indent=1))
-    _evaluate(folder, rec, s, ALPHAS, log)
+    _evaluate(folder, rec, s, ALPHAS, log, blend=True)
     return _with_same_subset_rows(folder, rec, ALPHAS)
 
 
@@ -262,11 +264,13 @@ def _cached(folder: Path, cfg: dict) -> dict | None:
     return rec
 
 
-def _eval_plan(s: dict) -> list[tuple[str, int | None]]:
-    """(attack, subset) pairs: SA on the whole test split, PGD-20 on ``ra_subset``, AutoAttack on ``aa_subset``."""
+def _eval_plan(s: dict, blend: bool = False) -> list[tuple[str, int | None]]:
+    """(attack, subset) pairs: SA on the whole test split, PGD-20 on ``ra_subset`` (``alt_ra_subset``
+    for a blend, which costs two passes per α), AutoAttack on ``aa_subset``."""
     plan = [("clean", None)]
+    ra = s.get("alt_ra_subset") or s["ra_subset"] if blend else s["ra_subset"]
     for a in s["attacks"]:
-        plan.append((a, s["aa_subset"] if a == "autoattack" else s["ra_subset"]))
+        plan.append((a, s["aa_subset"] if a == "autoattack" else ra))
     return plan
 
 
@@ -406,6 +410,7 @@ def _settings_line(s: dict) -> str:
         f"{s['epochs']} epoch(s), batch {s['batch_size']}, SGD lr {s['lr']:g} cosine, "
         f"train images {s['train_size'] or 'all'}, seeds {s['seeds']}; SA on the whole test split, "
         f"RA (pgd20) on {s['ra_subset'] or 'all'} test images (seeded subset)"
+        + (f", the alternatives' on {s['alt_ra_subset']}" if s.get("alternatives") and s.get("alt_ra_subset") else "")
         + (f", AutoAttack on {s['aa_subset']}." if "autoattack" in s["attacks"] else ".")
     )
 
@@ -429,6 +434,8 @@ def parse_args(argv=None):
     p.add_argument("--ablations", action="store_true")
     p.add_argument("--alternatives", nargs="+", default=[], choices=sorted(ALTERNATIVES),
                    help="two-model alternatives to blend from the trained models and evaluate (oat mix)")
+    p.add_argument("--alt-ra-subset", type=int, default=None,
+                   help="test images for the alternatives' RA (default: --ra-subset)")
     p.add_argument("--variants", nargs="+", default=["oat"], choices=sorted(VARIANTS),
                    help="OAT variants to train besides the paper's (default: the paper's only)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -119,3 +119,9 @@ def test_cli_mix_then_evaluate(runs, tmp_path, capsys):
     assert (out / "results.json").exists() and (out / "report.md").exists() and (out / "oat-run.json").exists()
     assert main(["mix", str(runs["clean"]), str(runs["robust"]), "--out", str(out)]) == 2
     assert "not an empty folder" in capsys.readouterr().err
+
+
+def test_blends_are_not_architectures_to_train(tmp_path):
+    assert "mix-outputs" not in oat.list_models() and "interp-weights" not in oat.list_models()
+    assert main(["train", "--out", str(tmp_path / "r"), "--model", "mix-outputs", "--epochs", "1"]) == 2
+    assert not (tmp_path / "r").exists()

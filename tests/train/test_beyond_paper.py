@@ -120,3 +120,15 @@ def test_every_new_setting_trains_on_digits(clean_run, tmp_path):
     rows = __import__("json").loads((run / "results.json").read_text())["rows"]
     assert {round(r["lam"], 6) for r in rows} == {round(v, 6) for v in PAPER_LAMS}
     assert all(0.0 <= r["ra"] <= r["sa"] <= 1.0 for r in rows)
+
+
+def test_film_lr_scale_puts_film_in_a_group_with_a_scaled_lr(tmp_path):
+    from oat.checkpoint import read_state, resolve_checkpoint
+
+    run = oat.fit({**TRAIN, "film_form": "identity", "film_lr_scale": 10.0, "epochs": 1}, tmp_path / "r",
+                  progress=False, evaluate=False, log=lambda *_: None)
+    groups = read_state(resolve_checkpoint(run))["optimizer"]["param_groups"]
+    assert len(groups) == 2 and groups[1]["lr_scale"] == 10.0
+    assert groups[0]["lr"] > 0 and groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"])
+    with pytest.raises(ConfigError, match="film_lr_scale"):
+        oat.TrainConfig(film_lr_scale=0.0)

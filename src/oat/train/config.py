@@ -63,6 +63,7 @@ class TrainConfig:
     zero_share: float | None = None
     lam_weights: list | None = None
     init_from: str | None = None
+    film_lr_scale: float = 1.0
     # Where ours differs from the authors' code, a setting (ARCHITECTURE.md says which default is whose).
     scalar_draw: str = "continuous"  # the scalar encoding's training λ: U(0, max λ] or the discrete set
     pgdat_clean_pass_at_1: bool = False  # dedicated λ = 1: also run the clean pass (BN statistics)
@@ -108,6 +109,8 @@ class TrainConfig:
         self._validate_beyond_paper()
 
     def _validate_beyond_paper(self) -> None:
+        if not self.film_lr_scale > 0:
+            raise ConfigError(f"film_lr_scale must be positive; got {self.film_lr_scale}")
         if self.film_form not in FILM_FORMS:
             raise ConfigError(f"unknown film_form {self.film_form!r}; known: {', '.join(FILM_FORMS)}")
         sampling = (self.zero_share, self.lam_weights)

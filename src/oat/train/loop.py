@@ -145,8 +145,8 @@ def train_epoch(model, objective, loader, optimizer, state: LoopState, opts: Loo
     for i, (x, y) in enumerate(loader):
         if i < state.batch:  # done before the mid-epoch checkpoint
             continue
-        for g in optimizer.param_groups:
-            g["lr"] = cosine_lr(opts.base_lr, state.step, total_steps)
+        for g in optimizer.param_groups:  # a group may scale the base lr (e.g. FiLM's, film_lr_scale)
+            g["lr"] = cosine_lr(opts.base_lr * g.get("lr_scale", 1.0), state.step, total_steps)
         with autocast_for(device, opts.amp):
             loss, metrics = objective(model, x, y, generator=gen)
         optimizer.zero_grad(set_to_none=True)

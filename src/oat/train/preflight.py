@@ -36,7 +36,10 @@ def check_config(cfg) -> None:
 def check_model(cfg, spec) -> None:
     """Build the model on the meta device (no memory, milliseconds) to try its keyword arguments."""
     from oat.models import create_model
+    from oat.models.registry import COMPOSITES
 
+    if cfg.model in COMPOSITES:
+        raise ConfigError(f"model {cfg.model!r} blends trained runs (oat mix); it is not trained itself")
     try:
         with torch.device("meta"):
             create_model(cfg.model, spec, in_channels=3, num_classes=10, **cfg.model_kwargs)

@@ -53,6 +53,17 @@ def build_spec(cfg: TrainConfig) -> Conditioning:
                         dual_bn=cfg.dual_bn, widths=widths, seed=cfg.seed, film_form=cfg.film_form)
 
 
+def param_groups(model: torch.nn.Module, film_lr_scale: float) -> list[dict]:
+    """One group, or (with ``film_lr_scale`` ≠ 1) FiLM's parameters in a group of their own whose
+    lr is scaled: identity-form FiLM starts at zero λ dependence and learns it from there."""
+    film = [p for n, p in model.named_parameters() if ".film." in f".{n}"]
+    if film_lr_scale == 1.0 or not film:
+        return [{"params": list(model.parameters())}]
+    ids = {id(p) for p in film}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": rest}, {"params": film, "lr_scale": film_lr_scale}]
+
+
 def build_objective(cfg: TrainConfig, spec: Conditioning, eps: float):
     """The objective of ``cfg``: its λ set, widths and λ draw are read from ``spec``, the model's own."""
     attack = AttackConfig(eps=eps, steps=cfg.attack_steps, norm=cfg.attack_norm,
@@ -160,7 +171,7 @@ def _train(cfg: TrainConfig, out: Path, resuming: bool, overwrite: bool, info, d
                          num_classes=data.num_classes, **cfg.model_kwargs).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+    optimizer = torch.optim.SGD(param_groups(model, cfg.film_lr_scale), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     state = LoopState()
     if resuming:
