@@ -90,6 +90,15 @@ def test_lam_input_onnx_for_every_encoding(encoding, tmp_path):
     assert max(verify(path, model, _images(cin, size, n=6)).values()) < TOL
 
 
+def test_lam_input_without_film_routes_bn_by_the_nearest_trained_lam(tmp_path):
+    model, cin, size = _model("small-cnn-oats", film=False, encoding="none")
+    x = _images(cin, size, n=6)
+    path = export(model, tmp_path / "all.onnx", lam="input", width=0.5)
+    assert max(verify(path, model, x).values()) < TOL
+    with torch.no_grad():  # 0.04 is served as λ = 0: the clean BN
+        torch.testing.assert_close(onnx_logits(path, x, [0.04]), model(x, 0.0, 0.5), atol=TOL, rtol=0)
+
+
 @pytest.mark.parametrize("encoding", ["scalar", "continuous"])
 def test_lam_input_serves_any_lam_for_continuous_encodings(encoding, tmp_path):
     model, cin, size = _model("small-cnn-oats", encoding=encoding)

@@ -84,7 +84,7 @@ def export(run_or_model, out, *, lam, width: float | None = None, format: str | 
     meta = _metadata(model, lam, width, image_size)
     if lam_input:
         net: nn.Module = LamInputNet(model, width)
-        meta["oat.lam_rule"] = LAM_INPUT_RULE[bool(net.index_based)]
+        meta["oat.lam_rule"] = LAM_INPUT_RULE[bool(net.snap)]
     else:
         net = dense_at(model, float(lam), width).eval()
     shape = json.loads(meta["oat.input_shape"])

@@ -3,9 +3,10 @@
 Made for a graph exporter (ONNX): nothing in :meth:`LamInputNet.forward` branches in Python on a
 tensor's value, so one traced graph serves every λ, and a batch may carry one λ per example.
 
-* λ is clamped to [0, 1]. With an index-based encoding (random-orthogonal, one-hot, DCT) it is
-  then snapped to the *nearest trained λ* (ties: the smaller one), and the example runs exactly
-  as the model at that trained λ: its row of the stored encoding table and that λ's BN branch.
+* λ is clamped to [0, 1]. When the model accepts only trained λ (an index-based encoding:
+  random-orthogonal, one-hot, DCT; or no FiLM) it is then snapped to the *nearest trained λ*
+  (ties: the smaller one), and the example runs exactly as the model at that trained λ: its row
+  of the stored encoding table and that λ's BN branch.
   A graph cannot raise, so an untrained λ is served by its nearest trained neighbour rather
   than refused; check λ before calling the graph if that matters. The continuous and scalar
   encodings are computed from λ itself inside the graph (any λ in [0, 1]).
@@ -123,6 +124,7 @@ class LamInputNet(nn.Module):
         net.lam_table = torch.zeros(0, device=model.lam_table.device)
         self.net = net.eval()
         self.film = spec.film
+        self.snap = not spec.continuous  # only trained λ are accepted: serve the nearest one
         self.index_based = spec.film and ENCODINGS[spec.encoding].index_based
         self.encoding, self.dim = spec.encoding, spec.dim
         self.register_buffer("lams", torch.tensor(spec.lams, device=model.lam_table.device))
@@ -132,9 +134,11 @@ class LamInputNet(nn.Module):
     def forward(self, x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         lam = lam.reshape(-1).to(torch.float32).clamp(0.0, 1.0)
         enc = None
-        if self.index_based:
+        if self.snap:
             idx = (lam.unsqueeze(1) - self.lams.unsqueeze(0)).abs().argmin(dim=1)
-            lam, enc = self.lams[idx], self.table[idx]
+            lam = self.lams[idx]
+        if self.index_based:
+            enc = self.table[idx]
         elif self.film:
             enc = ENCODINGS[self.encoding].make(lam, self.dim)
         ctx = LamCtx(enc=enc, inverse=None, route="mixed", width=1.0, clean=(lam <= LAM_TOL).unsqueeze(1))
