@@ -11,7 +11,7 @@ import torch
 import oat
 from oat.conditioning import Conditioning
 from oat.deploy import LamInputNet, export, file_metadata, load_dense, onnx_logits, verify
-from oat.errors import CheckpointError, ConfigError, LamError, WidthError
+from oat.errors import CheckpointError, ConfigError, LamError, OatError, WidthError
 from oat.models import create_model
 
 pytest.importorskip("onnx", reason="ONNX export needs the onnx package (pip install 'oat-torch[export]')")
@@ -205,6 +205,25 @@ def test_untrained_lam_or_width_is_refused_and_nothing_written(kw, error, words,
         export(model, tmp_path / "m.onnx", **kw)
     assert words in str(e.value) and "\n" not in str(e.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_blend_is_refused(tmp_path):
+    model, _, _ = _model("small-cnn")
+    model.arch = {**model.arch, "name": "mix-outputs"}  # what oat mix writes; its members are the exports
+    with pytest.raises(ConfigError, match="blend"):
+        export(model, tmp_path / "m.onnx", lam=0.2)
+
+
+def test_file_metadata_refuses_a_foreign_onnx_file(tmp_path):
+    import io
+
+    buf = io.BytesIO()
+    torch.onnx.export(torch.nn.Linear(2, 2), (torch.zeros(1, 2),), buf, dynamo=False)
+    (tmp_path / "other.onnx").write_bytes(buf.getvalue())
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    for name in ("other", "junk"):
+        with pytest.raises(OatError, match="oat export|not a readable"):
+            file_metadata(tmp_path / f"{name}.onnx")
 
 
 def test_a_dedicated_model_has_no_lam_input(tmp_path):

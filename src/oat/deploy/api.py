@@ -194,7 +194,10 @@ def file_metadata(path, format: str | None = None) -> dict[str, str]:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # onnx raises protobuf's DecodeError and others for a file that is not ONNX
         raise OatError(f"{path} is not a readable ONNX file ({type(e).__name__})") from None
-    return {p.key: p.value for p in proto.metadata_props}
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if "oat.width" not in meta or "oat.lam" not in meta:
+        raise OatError(f"{path} is not an ONNX file written by oat export (no oat.* metadata)")
+    return meta
 
 
 def onnx_logits(path, x: torch.Tensor, lam=None) -> torch.Tensor:
