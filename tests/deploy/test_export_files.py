@@ -214,6 +214,7 @@ def test_a_blend_is_refused(tmp_path):
         export(model, tmp_path / "m.onnx", lam=0.2)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy exporter, used here as oat uses it
 def test_file_metadata_refuses_a_foreign_onnx_file(tmp_path):
     import io
 
