@@ -9,8 +9,8 @@ width) at test time::
     clf = model.at(1.0)                        # plain nn.Module x -> logits
 
 The CLI's sub-commands are library calls: :func:`fit` (``oat train``), :func:`evaluate_run`
-(``oat evaluate``), :func:`report` (``oat report``), :func:`mix` (``oat mix``), :func:`run_demo`
-(``oat demo``). They are
+(``oat evaluate``), :func:`report` (``oat report``), :func:`mix` (``oat mix``), :func:`export`
+(``oat export``; the module is :mod:`oat.deploy`), :func:`run_demo` (``oat demo``). They are
 not named ``train``/``evaluate``/``demo`` because those are the subpackages ``oat.train``,
 ``oat.evaluate`` and the module ``oat.demo``, which a function of the same name would shadow.
 """
@@ -57,6 +57,14 @@ def mix(run_a, run_b, out, **kwargs):
     return _mix(run_a, run_b, out, **kwargs)
 
 
+def export(run_or_model, out, **kwargs):
+    """Write a (λ, width) or the λ-input model as ONNX/safetensors as ``oat export`` does; see
+    :func:`oat.deploy.export`."""
+    from oat.deploy import export as _export
+
+    return _export(run_or_model, out, **kwargs)
+
+
 def run_demo(out=None, **kwargs):
     """Run the main job on digits as ``oat demo`` does; see :func:`oat.demo.run_demo`."""
     from oat.demo import run_demo as _run_demo
@@ -64,6 +72,6 @@ def run_demo(out=None, **kwargs):
     return _run_demo(out, **kwargs)
 
 
-__all__ = ["PAPER_LAMS", "Conditioning", "EvalPlan", "TrainConfig", "create_model", "evaluate_run", "fit",
-           "list_models", "load", "mix", "report", "run_demo"]
+__all__ = ["PAPER_LAMS", "Conditioning", "EvalPlan", "TrainConfig", "create_model", "evaluate_run", "export",
+           "fit", "list_models", "load", "mix", "report", "run_demo"]
 

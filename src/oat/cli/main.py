@@ -13,7 +13,7 @@ import sys
 
 from oat.errors import OatError, TrainingInterrupted
 
-COMMANDS = ("train", "evaluate", "report", "mix", "demo", "models", "recipes")
+COMMANDS = ("train", "evaluate", "report", "mix", "export", "demo", "models", "recipes")
 
 
 class Parser(argparse.ArgumentParser):

@@ -33,9 +33,15 @@ def fold(bn: nn.modules.batchnorm._BatchNorm, mu: torch.Tensor, sigma: torch.Ten
     """
     if not statistics:
         return bn.weight * mu, bn.bias * mu + sigma
-    a = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # BN(x) = a·x + b
-    b = bn.bias - bn.running_mean * a
+    a, b = bn_affine(bn)
     return mu * a, sigma + mu * b
+
+
+@torch.no_grad()
+def bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BN as ``a·x + b`` per channel: ``a = γ/√(var + ε)``, ``b = β − mean·a``."""
+    a = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return a, bn.bias - bn.running_mean * a
 
 
 class Norm(nn.Module):
