@@ -158,7 +158,6 @@ def base_config(s: dict, data_dir, seed: int) -> dict:
         batch_size=s["batch_size"],
         seed=seed,
         lr=s["lr"],
-        eval_split="val",
     )
 
 
@@ -166,7 +165,7 @@ def run_model(folder: Path, cfg: dict, variant: str, seed: int, lam, s: dict, ev
     """Train (unless cached) and evaluate one model; returns its record."""
     rec_path = folder / "bench.json"
     rec = json.loads(rec_path.read_text()) if rec_path.exists() else None
-    if rec is not None and rec.get("config", cfg) != cfg:
+    if rec is not None and not _same_config(rec, cfg):
         rec = None  # trained with other settings: train again
     if rec is None:
         log(f"train {variant} seed={seed}" + (f" λ={lam:g}" if lam is not None else "") + f" → {folder}")
@@ -255,11 +254,22 @@ def _with_same_subset_rows(folder: Path, rec: dict, eval_lams) -> dict:
     return rec
 
 
+# Keys earlier versions of this script stored that change nothing in training (the library's
+# evaluation plan no longer lives in the training config).
+_INERT_KEYS = ("eval_split",)
+
+
+def _same_config(rec: dict, cfg: dict) -> bool:
+    """Whether a cached record was trained with ``cfg`` (keys that never changed training ignored)."""
+    stored = {k: v for k, v in rec.get("config", cfg).items() if k not in _INERT_KEYS}
+    return stored == cfg
+
+
 def _cached(folder: Path, cfg: dict) -> dict | None:
     """The record of a model trained with ``cfg`` and evaluated, or None."""
     path = folder / "bench.json"
     rec = json.loads(path.read_text()) if path.exists() else None
-    if rec is None or rec.get("config", cfg) != cfg or not rec["rows"]:
+    if rec is None or not _same_config(rec, cfg) or not rec["rows"]:
         return None
     return rec
 
