@@ -25,14 +25,6 @@ EVAL = ["--no-progress", "--subset", "10", "--attacks", "fgsm", "--no-checks"]
 SRC = str(Path(oat.__file__).resolve().parents[1])  # subprocesses run the oat under test
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("safety") / "run"

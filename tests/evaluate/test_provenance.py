@@ -19,20 +19,11 @@ from oat.evaluate.api import evaluate_run
 from oat.evaluate.provenance import checkpoint_sha256
 from oat.evaluate.report import EmptyReport, write_report
 from oat.evaluate.results import per_example_path, read_per_example, read_results
+from test_bad_input import tree_hash
 
 FAST = dict(progress=False, report=False, log=lambda *_: None, checks=False, attacks=["fgsm"])
 CLI_EVAL = ["--no-progress", "--no-checks", "--subset", "10", "--attacks", "fgsm"]
 N_TEST = 360  # the digits test split
-
-
-def tree_hash(*folders) -> str:
-    h = hashlib.sha256()
-    for folder in folders:
-        for p in sorted(Path(folder).rglob("*")):
-            h.update(str(p.relative_to(folder)).encode())
-            if p.is_file():
-                h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def refused(capsys, argv, *folders) -> str:

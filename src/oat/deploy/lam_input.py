@@ -30,10 +30,10 @@ from torch import nn
 from oat.conditioning import ENCODINGS, LAM_TOL
 from oat.errors import ConfigError
 from oat.models.base import ConditionedNet
-from oat.nn import DualBN, FiLM, Norm, SConv2d, SLinear, bn_affine
+from oat.nn import FiLM, Norm, bn_affine
 from oat.nn.context import Ctx
 
-from oat.models.export import _dense_conv, _dense_linear, trace_in_channels  # noqa: E402  isort: skip
+from oat.models.export import replace_layers, trace_in_channels  # noqa: E402  isort: skip
 
 
 @dataclass
@@ -110,7 +110,7 @@ class LamInputNet(nn.Module):
         self.width = spec.widths[widx]
         cin = trace_in_channels(model, self.width)
         net = copy.deepcopy(model).eval()
-        _to_lam_input(net, "", cin, self.width, widx)
+        replace_layers(net, "", cin, self.width, lambda norm: LamNorm(norm, widx))
         net.lam_table = torch.zeros(0, device=model.lam_table.device)
         self.net = net.eval()
         self.film = spec.film
@@ -138,19 +138,3 @@ class LamInputNet(nn.Module):
         return f"width={self.width:g}, lams={[round(v, 6) for v in self.lams.tolist()]}"
 
 
-def _to_lam_input(module: nn.Module, prefix: str, cin: dict[str, int], width: float, widx: int) -> None:
-    """Replace, below ``module``, convolutions and linear layers by dense slices, Norms by LamNorms."""
-    for name, child in list(module.named_children()):
-        full = f"{prefix}{name}"
-        if isinstance(child, SConv2d):
-            new = _dense_conv(child, cin[full], width)
-        elif isinstance(child, SLinear):
-            new = _dense_linear(child, cin[full])
-        elif isinstance(child, Norm):
-            new = LamNorm(child, widx)
-        elif isinstance(child, (DualBN, FiLM)):  # pragma: no cover - always inside a Norm
-            raise ConfigError(f"{full}: a DualBN/FiLM outside a Norm cannot be exported")
-        else:
-            _to_lam_input(child, f"{full}.", cin, width, widx)
-            continue
-        setattr(module, name, new)

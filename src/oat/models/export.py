@@ -196,14 +196,15 @@ def export(model: ConditionedNet, lam: float, width: float | None = None) -> Sli
         raise WidthError(f"width {w} is outside (0, 1]")
     cin = trace_in_channels(model, w)
     net = copy.deepcopy(model)
-    _densify(net, "", cin, w, ctx)
+    replace_layers(net, "", cin, w, lambda norm: _folded_norm(norm, ctx))
     net.lam_table = torch.zeros(0, device=model.lam_table.device)
     lam_v = model.spec.check_lam(float(lam))
     return SlimNet(net, lam_v if lam_v > LAM_TOL else 0.0, w).train(model.training)
 
 
-def _densify(module: nn.Module, prefix: str, cin: dict[str, int], width: float, ctx: Ctx) -> None:
-    """Replace, below ``module``, every conditioned layer by its dense slice."""
+def replace_layers(module: nn.Module, prefix: str, cin: dict[str, int], width: float, norm_to) -> None:
+    """Replace, below ``module``, convolutions and linear layers by their dense slices at ``width`` and
+    every ``Norm`` by ``norm_to(norm)`` (a folded BN for one λ, or a λ-routed one for a λ-input graph)."""
     for name, child in list(module.named_children()):
         full = f"{prefix}{name}"
         if isinstance(child, SConv2d):
@@ -211,10 +212,10 @@ def _densify(module: nn.Module, prefix: str, cin: dict[str, int], width: float, 
         elif isinstance(child, SLinear):
             new = _dense_linear(child, cin[full])
         elif isinstance(child, Norm):
-            new = _folded_norm(child, ctx)
+            new = norm_to(child)
         elif isinstance(child, (DualBN, FiLM)):  # pragma: no cover - always inside a Norm
             raise NotImplementedError(f"{full}: a DualBN/FiLM outside a Norm cannot be exported")
         else:
-            _densify(child, f"{full}.", cin, width, ctx)
+            replace_layers(child, f"{full}.", cin, width, norm_to)
             continue
         setattr(module, name, new)
