@@ -13,6 +13,7 @@ from oat.conditioning import Conditioning
 from oat.deploy import LamInputNet, export, file_metadata, load_dense, onnx_logits, verify
 from oat.errors import CheckpointError, ConfigError, LamError, OatError, WidthError
 from oat.models import create_model
+from random_bn import randomise_bn
 
 pytest.importorskip("onnx", reason="ONNX export needs the onnx package (pip install 'oat-torch[export]')")
 pytest.importorskip("onnxruntime", reason="checking ONNX files needs onnxruntime (pip install 'oat-torch[export]')")
@@ -28,23 +29,13 @@ CASES = {
 }
 
 
-def _randomise_bn(model, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-    return model
 
 
 def _model(case, **spec_kw):
     name, kw, cin, size, widths = CASES[case]
     torch.manual_seed(0)
     spec = Conditioning(widths=widths, dim=16, **spec_kw)
-    return _randomise_bn(create_model(name, spec, in_channels=cin, **kw)).eval(), cin, size
+    return randomise_bn(create_model(name, spec, in_channels=cin, **kw)).eval(), cin, size
 
 
 def _images(cin, size, n=2, seed=0):

@@ -13,28 +13,19 @@ from oat.errors import WidthError
 from oat.models import MODELS, create_model
 from oat.models.export import SlimNet, export, shrink_to_widths
 from oat.nn import DualBN, FiLM, SConv2d, SLinear
+from random_bn import randomise_bn
 
 WIDTHS = (0.5, 0.75, 1.0)
 # (name, kwargs, image channels, image size): a plain CNN, a pre-activation WRN, a basic-block ResNet.
 ARCHS = [("small-cnn", {"base": 8}, 1, 8), ("wrn-16-1", {}, 3, 8), ("resnet18", {"base": 8}, 3, 8)]
 
 
-def _randomise_bn(model):
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-    return model
 
 
 def _oats(name, kw, cin, widths=WIDTHS, spec=None):
     torch.manual_seed(0)
     spec = spec or Conditioning(widths=widths, dim=16)
-    return _randomise_bn(create_model(name, spec, in_channels=cin, **kw)).eval()
+    return randomise_bn(create_model(name, spec, in_channels=cin, **kw)).eval()
 
 
 @pytest.mark.parametrize("name,kw,cin,size", ARCHS)
@@ -140,7 +131,7 @@ def test_slim_oats_model_without_full_width_stores_its_largest():
     # same network with full-width storage computes.
     spec = Conditioning(widths=(0.5, 0.75), dim=16)
     torch.manual_seed(0)
-    full = _randomise_bn(MODELS["small-cnn"](spec, in_channels=1, base=8)).eval()
+    full = randomise_bn(MODELS["small-cnn"](spec, in_channels=1, base=8)).eval()
     full.arch = {"in_channels": 1}
     small = shrink_to_widths(copy.deepcopy(full))
     assert full.convs[1].weight.shape == (16, 8, 3, 3) and small.convs[1].weight.shape == (12, 6, 3, 3)
