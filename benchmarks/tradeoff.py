@@ -330,7 +330,7 @@ def write_outputs(records: list[dict], s: dict, args, elapsed: float) -> None:
     cont = ts.compare(records, args.data, "oat-continuous")
     doc = {
         "dataset": args.data,
-        "command": "python benchmarks/tradeoff.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only"),
+        "command": "python benchmarks/tradeoff.py " + " ".join(_portable_args(sys.argv[1:])),
         "settings": s,
         "elapsed_s": elapsed,
         "note": "wall times are of the machine in 'machine' (see its load average); read the ratios, which "
@@ -376,6 +376,24 @@ def write_outputs(records: list[dict], s: dict, args, elapsed: float) -> None:
     (out / f"{name}.md").write_text("\n".join(md))
     if args.ablations:
         _write_ablations(records, s, args, out)
+
+
+def _portable_args(argv: list[str]) -> list[str]:
+    """The command line without this machine's paths: ``--out``, ``--runs`` and ``--data-dir`` values
+    become their last folder name (relative), and ``--report-only`` is dropped."""
+    out, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        key, _, val = a.partition("=")
+        if key in ("--out", "--runs", "--data-dir"):
+            val = val or (argv[i + 1] if i + 1 < len(argv) else "")
+            skip = "=" not in a
+            out.append(f"{key} {Path(val).name}" if Path(val).is_absolute() else f"{key} {val}")
+        elif a != "--report-only":
+            out.append(a)
+    return out
 
 
 def _curve_gaps(records: list[dict], s: dict, data: str) -> list[dict]:

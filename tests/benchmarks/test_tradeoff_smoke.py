@@ -155,3 +155,10 @@ def test_same_subset_rows_compare_attacks_on_the_same_examples():
     assert set(rows) == {"pgd20@aa", "worst@aa"}  # λ = 1 has no AutoAttack records: no row
     assert rows["pgd20@aa"]["ra"] == 1.0 and rows["pgd20@aa"]["n"] == 2
     assert rows["worst@aa"]["ra"] == 0.5 and rows["worst@aa"]["lam"] == 0.5
+
+
+def test_recorded_command_holds_no_machine_path():
+    args = tradeoff._portable_args(["--runs", "/abs/place/runs-x", "--out=/abs/results", "--data-dir", "data/fm",
+                                    "--seeds", "0", "--report-only"])
+    assert "/abs" not in " ".join(args) and "--report-only" not in args
+    assert args == ["--runs runs-x", "--out results", "--data-dir data/fm", "--seeds", "0"]
