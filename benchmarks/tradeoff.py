@@ -221,8 +221,9 @@ def _evaluate(folder: Path, rec: dict, s: dict, eval_lams, log, blend: bool = Fa
         )
 
 
-def run_blend(seed_dir: Path, name: str, seed: int, s: dict, log) -> dict | None:
-    """Blend two trained members of this seed (``oat mix``) unless cached, evaluate; None if a member is missing."""
+def run_blend(seed_dir: Path, name: str, seed: int, s: dict, log, report_only: bool = False) -> dict | None:
+    """Blend two trained members of this seed (``oat mix``) unless cached, evaluate; None if a member is
+    missing (or, with ``report_only``, if the blend is not built and evaluated yet)."""
     a, b, opts = ALTERNATIVES[name]
     members = [json.loads((seed_dir / m / "bench.json").read_text()) if (seed_dir / m / "bench.json").exists()
                else None for m in (a, b)]
@@ -232,6 +233,10 @@ def run_blend(seed_dir: Path, name: str, seed: int, s: dict, log) -> dict | None
     cfg = {"members": [a, b], **opts, "alphas": list(ALPHAS), "member_configs": [m["config"] for m in members]}
     rec_path = folder / "bench.json"
     rec = json.loads(rec_path.read_text()) if rec_path.exists() else None
+    if report_only:
+        if rec is None or rec.get("config") != cfg or not rec["rows"]:
+            return None
+        return _with_same_subset_rows(folder, rec, ALPHAS)
     if rec is None or rec.get("config") != cfg:
         if folder.exists():
             shutil.rmtree(folder)  # the benchmark's own blend of members trained since: build again
@@ -501,8 +506,8 @@ def main(argv=None) -> int:
                 write_outputs(records, s, args, time.perf_counter() - t0)
         for seed in s["seeds"]:
             for name in s["alternatives"]:
-                rec = run_blend(Path(args.runs) / args.data / f"seed-{seed}", name, seed, s,
-                                print if not args.report_only else (lambda *_: None))
+                rec = run_blend(Path(args.runs) / args.data / f"seed-{seed}", name, seed, s, print,
+                                report_only=args.report_only)
                 if rec is not None:
                     records.append(rec)
                     if not args.report_only:
