@@ -116,10 +116,15 @@ class WeightInterpolation(_Blend):
     def _bn_keys(self) -> list[str]:
         return [k for k, _ in self.members[0].named_buffers() if k.endswith(("running_mean", "running_var"))]
 
-    def weights_at(self, alpha: float) -> dict[str, torch.Tensor]:
+    def interpolated(self, alpha: float) -> dict[str, torch.Tensor]:
+        """Every parameter and buffer of the first member's network, interpolated at ``alpha``."""
         a = dict(self.members[0].named_parameters()) | dict(self.members[0].named_buffers())
         b = dict(self.members[1].named_parameters()) | dict(self.members[1].named_buffers())
-        out = {k: (torch.lerp(a[k], b[k], alpha) if a[k].is_floating_point() else a[k]) for k in a}
+        return {k: (torch.lerp(a[k], b[k], alpha) if a[k].is_floating_point() else a[k]) for k in a}
+
+    def weights_at(self, alpha: float) -> dict[str, torch.Tensor]:
+        """The network's tensors at ``alpha``: interpolated, with the re-estimated BN statistics if any."""
+        out = self.interpolated(alpha)
         if self.bn == "reestimate":
             i = next((j for j, v in enumerate(self.bn_alphas) if abs(v - alpha) <= LAM_TOL), None)
             if i is None:
@@ -127,6 +132,18 @@ class WeightInterpolation(_Blend):
                 raise LamError(f"α={alpha:g}: BN statistics were re-estimated at α = {grid} only")
             out.update({k: getattr(self, _stat_name(i, k)) for k in self._bn_keys()})
         return out
+
+    def predictor(self, lam, width: float | None = None, n: int | None = None):
+        """For one α the weights are interpolated once (without parameter gradients) and reused by
+        every attack step, as ``ConditionedNet.predictor`` caches FiLM."""
+        self.spec.width_index(width)
+        if isinstance(lam, torch.Tensor) and lam.dim() == 1:
+            return super().predictor(lam, width, n)
+        alpha = self.spec.check_lam(float(lam))
+        with torch.no_grad():
+            weights = self.weights_at(alpha)
+        net, lam0 = self.members[0], self.member_lams[0]
+        return lambda x: functional_call(net, weights, (x, lam0))
 
     def forward(self, x: torch.Tensor, lam, width: float | None = None) -> torch.Tensor:
         self.spec.width_index(width)
@@ -152,7 +169,7 @@ class WeightInterpolation(_Blend):
         cumulative average over one pass in training mode, as Wortsman et al. do for soups."""
         net = self.members[0]
         for i, alpha in enumerate(self.bn_alphas):
-            weights = {k: v.clone() for k, v in self.weights_at_interpolated(alpha).items()}
+            weights = {k: v.clone() for k, v in self.interpolated(alpha).items()}
             bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
             names = {id(m): n for n, m in net.named_modules()}
             saved = [(m.momentum, m.training) for m in bns]
@@ -170,13 +187,6 @@ class WeightInterpolation(_Blend):
                 m.train(tr)
             for k in self._bn_keys():
                 getattr(self, _stat_name(i, k)).copy_(weights[k])
-
-    def weights_at_interpolated(self, alpha: float) -> dict[str, torch.Tensor]:
-        bn, self.bn = self.bn, "interpolate"
-        try:
-            return self.weights_at(alpha)
-        finally:
-            self.bn = bn
 
 
 def _stat_name(i: int, key: str) -> str:
