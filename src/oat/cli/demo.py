@@ -15,7 +15,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    from oat.cli.common import progress_wanted
     from oat.demo import run_demo
 
-    run_demo(args.out, epochs=args.epochs, overwrite=args.overwrite, progress=not args.no_progress)
+    run_demo(args.out, epochs=args.epochs, overwrite=args.overwrite, progress=progress_wanted(args.no_progress))
     return 0
