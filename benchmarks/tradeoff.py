@@ -92,8 +92,8 @@ ABLATIONS = {
 
 
 # OAT variants beyond the paper (each a TrainConfig setting; see oat.nn.film, oat.train.sampling,
-# oat.train.warm_start). "warm" starts from the same seed's dedicated λ = 0 (clean) model, so its
-# cost is that model's plus its own.
+# oat.train.warm_start). "warm" starts from the same seed's dedicated λ = 0 (clean) model, "warm1"
+# from its λ = 1 (robust) one, so its cost is that model's plus its own.
 VARIANTS = {
     "oat": {},
     "oat-id": {"film_form": "identity"},
@@ -104,8 +104,15 @@ VARIANTS = {
     "oat-id-warm-flr10": {"film_form": "identity", "init_from": "@dedicated-lam-0", "film_lr_scale": 10.0},
     "oat-id-zw-warm": {"film_form": "identity", "zero_share": 0.3, "lam_weights": [1, 1, 1, 1, 4],
                        "init_from": "@dedicated-lam-0"},
+    "oat-id-warm-flr30": {"film_form": "identity", "init_from": "@dedicated-lam-0", "film_lr_scale": 30.0},
+    "oat-id-warm-flr10-w": {"film_form": "identity", "init_from": "@dedicated-lam-0", "film_lr_scale": 10.0,
+                            "lam_weights": [1, 1, 1, 1, 4]},
+    # Warm from the robust end instead: λ = 1 starts where the dedicated robust model is.
+    "oat-id-warm1-flr10": {"film_form": "identity", "init_from": "@dedicated-lam-1", "film_lr_scale": 10.0},
+    "oat-id-warm1-flr10-z": {"film_form": "identity", "init_from": "@dedicated-lam-1", "film_lr_scale": 10.0,
+                             "zero_share": 0.3},
 }
-WARM_FROM = {"@dedicated-lam-0": 0.0}
+WARM_FROM = {"@dedicated-lam-0": 0.0, "@dedicated-lam-1": 1.0}
 
 # The two-model alternatives (oat mix), each attacked end to end as one model:
 # name -> (α = 0 member folder, α = 1 member folder, oat.mix options). "robust-from-clean" is a
