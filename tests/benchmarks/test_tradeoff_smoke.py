@@ -162,3 +162,33 @@ def test_recorded_command_holds_no_machine_path():
                                     "--seeds", "0", "--report-only"])
     assert "/abs" not in " ".join(args) and "--report-only" not in args
     assert args == ["--runs runs-x", "--out results", "--data-dir data/fm", "--seeds", "0"]
+
+
+def test_dedicated_lams_subset_trains_only_those_and_skips_the_cost_ratio():
+    s = tradeoff.settings(tradeoff.parse_args(["--data", "digits", "--seeds", "0", "--dedicated-lams", "0", "1"]))
+    assert [j[2] for j in tradeoff.jobs(s, False, False) if j[0] == "dedicated"] == [0.0, 1.0]
+    recs = [r for r in _records() if r["variant"] != "dedicated" or r["lam"] in (0.0, 1.0)]
+    assert ts.cost(recs, "oat", tradeoff.PAPER_LAMS)["per_seed"] == {}  # an incomplete set has no ratio
+
+
+def test_budget_table_reads_each_budget_and_keeps_only_the_chosen_lams(tmp_path):
+    import tradeoff_budget
+
+    def doc(gap):
+        rows = [{"variant": v, "lam": lam, "attack": "pgd20", "sa_gap": gap, "ra_gap": -gap, "sa_dedicated": 0.8,
+                 "ra_dedicated": 0.5, "seeds": [0], "n": 100} for v in ("oat", "oat-id") for lam in (0.0, 0.1, 1.0)]
+        rows.append({"variant": "mix-probs", "lam": 1.0, "attack": "pgd20", "sa_oat": 0.8, "ra_oat": 0.6})
+        return {"command": "python benchmarks/tradeoff.py ...", "rows": rows,
+                "settings": {"model": "small-cnn", "eps": 0.1, "batch_size": 32, "lr": 0.05, "train_size": 10000,
+                             "ra_subset": 2000, "seeds": [0]}}
+
+    for b, gap in (("b16-e3", -0.05), ("b32-e10", -0.01)):
+        (tmp_path / f"tradeoff-fashion-mnist-budget-{b}.json").write_text(json.dumps(doc(gap)))
+    assert tradeoff_budget.main(["--budgets", "b16-e3", "b32-e10", "--lams", "0", "1", "--out", str(tmp_path)]) == 0
+    out = json.loads((tmp_path / "tradeoff-fashion-mnist-budget.json").read_text())
+    assert len(out["rows"]) == 2 * 2 * 2  # budgets × variants × λ, no alternative rows, no λ = 0.1
+    assert {(r["base"], r["epochs"]) for r in out["rows"]} == {(16, 3), (32, 10)}
+    assert "| oat | 32 | 10 | 1 | pgd20 | 80.00 | -1.00 | 50.00 | +1.00 | 100 |" in (
+        tmp_path / "tradeoff-fashion-mnist-budget.md").read_text()
+    assert (tmp_path / "tradeoff-fashion-mnist-budget.png").stat().st_size > 0
+    assert tradeoff_budget.main(["--budgets", "b64-e3", "--out", str(tmp_path)]) == 2  # not run yet
