@@ -180,7 +180,9 @@ def resolve_checkpoint(path) -> Path:
     """A run folder, a ``checkpoints`` folder, or a checkpoint folder → the checkpoint folder."""
     p = Path(path)
     if not p.exists():
-        raise CheckpointError(f"no checkpoint or run folder at {p}")
+        hint = (f"; {p} names a bundled model, which `oat pretrained {str(p).removeprefix('pretrained:')} "
+                "--copy-to RUN` makes a run folder of" if str(p).startswith("pretrained:") else "")
+        raise CheckpointError(f"no checkpoint or run folder at {p}{hint}")
     if p.is_file():
         if p.name in ("model.safetensors", "state.json"):
             return p.parent

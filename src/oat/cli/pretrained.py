@@ -73,6 +73,8 @@ def run(args) -> int:
             raise ConfigError("--copy-to and --json need a model NAME (`oat pretrained` lists them)")
         list_models(list_pretrained())
         return 0
+    if args.copy_to and args.json:
+        raise ConfigError("give --copy-to or --json, not both")
     if args.copy_to:
         copy_to(args.name, args.copy_to)
     elif args.json:
