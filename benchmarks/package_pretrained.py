@@ -152,7 +152,7 @@ def package_run(run: Path, name: str, args, tdoc: dict) -> tuple[dict[str, bytes
     results = read_results(run)
     mine = {k: ([r for r in v if r.get("checkpoint_sha256") == sha] if isinstance(v, list) else v)
             for k, v in results.items()}
-    model = oat.load(ckpt)
+    model, arch = oat.load(ckpt), state["arch"]
     files = {"model.safetensors": weights,
              "state.json": _json({k: (cfg if k == "config" else state[k]) for k in STATE_KEYS if k in state}),
              "results.json": _json(mine)}
@@ -161,10 +161,11 @@ def package_run(run: Path, name: str, args, tdoc: dict) -> tuple[dict[str, bytes
         "name": name, "kind": "dedicated" if cfg["objective"] == "pgdat" else "oat",
         "description": describe(cfg, bench["variant"]), "budget": budget_line(args.budget, cfg, meta),
         "data": cfg["data"], "image_shape": meta.get("data", {}).get("image_shape"),
-        "architecture": {k: state["arch"][k] for k in ("name", "kwargs", "in_channels", "num_classes")},
+        "architecture": {"name": arch["name"], "kwargs": arch.get("kwargs", {}), "in_channels": arch["in_channels"],
+                         "num_classes": arch["num_classes"]},
         "params": sum(p.numel() for p in model.parameters()), "lams": list(model.spec.lams),
         "eps": state["eps"], "norm": cfg["attack_norm"],
-        "command": tdoc["command"], "train_config": cfg, "wall_s": bench.get("wall_s"),
+        "command": tdoc["command"], "train_config": cfg, "train_wall_s": bench.get("wall_s"),
         "commit": meta.get("git_commit"), "oat_version": meta.get("oat_version"),
         "torch_version": meta.get("torch_version"),
         "source": {"run": f"{args.data}/seed-{args.seed}/{name}"}, "checkpoint": ckpt.name,
