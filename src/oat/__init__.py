@@ -5,6 +5,7 @@ width) at test time::
 
     import oat
     model = oat.load("runs/my-run")           # eval mode
+    model = oat.load("pretrained:oat")        # or a bundled model (`oat pretrained` lists them)
     logits = model(x, lam=0.2)                # or a per-example (N,) λ tensor
     clf = model.at(1.0)                        # plain nn.Module x -> logits
 

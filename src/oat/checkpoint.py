@@ -180,7 +180,9 @@ def resolve_checkpoint(path) -> Path:
     """A run folder, a ``checkpoints`` folder, or a checkpoint folder → the checkpoint folder."""
     p = Path(path)
     if not p.exists():
-        raise CheckpointError(f"no checkpoint or run folder at {p}")
+        hint = (f"; {p} names a bundled model, which `oat pretrained {str(p).removeprefix('pretrained:')} "
+                "--copy-to RUN` makes a run folder of" if str(p).startswith("pretrained:") else "")
+        raise CheckpointError(f"no checkpoint or run folder at {p}{hint}")
     if p.is_file():
         if p.name in ("model.safetensors", "state.json"):
             return p.parent
@@ -283,12 +285,17 @@ def load_model(path, device="cpu"):
     """Load a model from a run folder or a checkpoint folder, in eval mode.
 
     Args:
-        path: run folder (its newest checkpoint) or checkpoint folder.
+        path: run folder (its newest checkpoint) or checkpoint folder; or the string
+            ``"pretrained:NAME"``, a model shipped in the package (``oat pretrained`` lists them).
         device: where to put the model.
 
     Returns:
         The :class:`~oat.models.ConditionedNet` with its weights, in eval mode.
     """
+    if isinstance(path, str) and path.startswith("pretrained:"):  # a str only: a Path is always a folder
+        from oat.pretrained import load_pretrained
+
+        return load_pretrained(path.removeprefix("pretrained:"), device)
     ckpt = resolve_checkpoint(path)
     doc = read_state(ckpt)
     model = build_from_state(doc)

@@ -13,7 +13,7 @@ import sys
 
 from oat.errors import OatError, TrainingInterrupted
 
-COMMANDS = ("train", "evaluate", "report", "mix", "export", "demo", "models", "recipes")
+COMMANDS = ("train", "evaluate", "report", "mix", "export", "demo", "models", "pretrained", "recipes")
 
 
 class Parser(argparse.ArgumentParser):
