@@ -17,8 +17,8 @@ from oat.models.source import DEFAULT_FACTORY
 from oat.pipeline import AFTER_TRAINING, split_eval_keys
 from oat.train.config import OBJECTIVES, TrainConfig, parse_overrides
 
-FLAG_KEYS = ("data", "data_dir", "download", "model", "model_file", "objective", "lam", "lams", "widths", "encoding", "eps",
-             "epochs", "batch_size", "lr", "seed", "deterministic", "device", "amp")
+FLAG_KEYS = ("data", "data_dir", "download", "model", "model_file", "objective", "lam", "lams", "widths", "encoding",
+             "eps", "epochs", "batch_size", "lr", "seed", "deterministic", "device", "amp")
 
 
 def add_parser(sub):

@@ -264,9 +264,9 @@ def _probe(net: nn.Module, input_shape) -> tuple[tuple[int, int, int], int]:
             out = net(x)
     except Exception as e:
         msg = str(e).strip().splitlines()
+        hint = "; give the shape of your images: ConvertOptions(input_shape=(C, H, W))" if input_shape is None else ""
         raise ConvertError(f"a forward pass of a {tuple(x.shape)} example failed ({type(e).__name__}: "
-                           f"{msg[0][:120] if msg else ''}); give the shape of your images: "
-                           "ConvertOptions(input_shape=(C, H, W))") from e
+                           f"{msg[0][:160] if msg else ''}){hint}") from e
     finally:
         for h in hooks:
             h.remove()
