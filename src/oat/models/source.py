@@ -31,7 +31,8 @@ from oat.errors import ConvertError
 DEFAULT_FACTORY = "make_model"
 # A network's source is a page of Python; anything far larger is not one (and would bloat every checkpoint).
 MAX_SOURCE_BYTES = 1 << 20
-_LOCK = threading.Lock()  # one execution of a given text per process, also under threads
+# One execution of a given text per process, also under threads; re-entrant, as a model file may convert.
+_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)
