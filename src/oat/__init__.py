@@ -9,6 +9,9 @@ width) at test time::
     logits = model(x, lam=0.2)                # or a per-example (N,) λ tensor
     clf = model.at(1.0)                        # plain nn.Module x -> logits
 
+Your own CNN (any ``nn.Module`` with ``BatchNorm2d`` layers) becomes an OAT model with
+:func:`convert`; :func:`fit` trains it (``model=``) as ``oat train --model-file`` does.
+
 The CLI's sub-commands are library calls: :func:`fit` (``oat train``), :func:`evaluate_run`
 (``oat evaluate``), :func:`report` (``oat report``), :func:`mix` (``oat mix``), :func:`export`
 (``oat export``; the module is :mod:`oat.deploy`), :func:`run_demo` (``oat demo``). They are
@@ -20,7 +23,8 @@ not named ``train``/``evaluate``/``demo`` because those are the subpackages ``oa
 from oat.checkpoint import load_model as load
 from oat.conditioning import PAPER_LAMS, Conditioning
 from oat.evaluate.plan import EvalPlan
-from oat.models import create_model, list_models
+from oat.models import ConvertOptions, create_model, list_models
+from oat.models.conversion import convert
 from oat.train.config import TrainConfig
 
 __version__ = "0.1.0"
@@ -29,7 +33,8 @@ __version__ = "0.1.0"
 def fit(config, out, **kwargs):
     """Train, then evaluate and report, as ``oat train`` does; ``evaluate=False`` trains only.
 
-    See :func:`oat.pipeline.train_and_evaluate` (``plan=EvalPlan(...)`` sets the evaluation).
+    See :func:`oat.pipeline.train_and_evaluate` (``plan=EvalPlan(...)`` sets the evaluation;
+    ``model=`` trains your own network: a factory, or a network :func:`convert` made from one).
     """
     from oat.pipeline import train_and_evaluate
 
@@ -73,6 +78,6 @@ def run_demo(out=None, **kwargs):
     return _run_demo(out, **kwargs)
 
 
-__all__ = ["PAPER_LAMS", "Conditioning", "EvalPlan", "TrainConfig", "create_model", "evaluate_run", "export",
-           "fit", "list_models", "load", "mix", "report", "run_demo"]
+__all__ = ["PAPER_LAMS", "Conditioning", "ConvertOptions", "EvalPlan", "TrainConfig", "convert", "create_model",
+           "evaluate_run", "export", "fit", "list_models", "load", "mix", "report", "run_demo"]
 

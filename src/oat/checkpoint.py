@@ -251,15 +251,12 @@ def read_tensors(f: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{f} is truncated or corrupt ({str(e).splitlines()[0][:80]})") from None
 
 
-def build_from_state(doc: dict):
-    """Rebuild the architecture recorded in a checkpoint's state (no weights)."""
-    from oat.models import create_model
+def build_from_state(doc: dict, module=None):
+    """Rebuild the architecture recorded in a checkpoint's state (no weights); ``module``: see :func:`load_model`."""
+    from oat.models import build_model
 
-    arch = doc["arch"]
     try:
-        spec = Conditioning.from_dict(doc["conditioning"])
-        return create_model(arch["name"], spec, in_channels=arch["in_channels"],
-                            num_classes=arch["num_classes"], **arch.get("kwargs", {}))
+        return build_model(doc["arch"], Conditioning.from_dict(doc["conditioning"]), module)
     except OatError as e:
         raise CheckpointError(f"checkpoint describes a model this oat cannot build: {e}") from None
     except (KeyError, TypeError) as e:
@@ -281,13 +278,21 @@ def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where
     model.load_state_dict(tensors)
 
 
-def load_model(path, device="cpu"):
+def load_model(path, device="cpu", *, module=None):
     """Load a model from a run folder or a checkpoint folder, in eval mode.
+
+    A network converted with :func:`oat.convert` (``oat train --model-file``) is rebuilt from the
+    Python source its checkpoint records: loading it **runs that file's code** (the user's own
+    network file, copied into the run; load only runs you trust).
 
     Args:
         path: run folder (its newest checkpoint) or checkpoint folder; or the string
             ``"pretrained:NAME"``, a model shipped in the package (``oat pretrained`` lists them).
         device: where to put the model.
+        module: for a converted network only: the ``nn.Module`` (an instance, or a factory
+            returning one) to convert instead of running the recorded source; needed when the
+            network was converted from an instance. It must have the checkpoint's layers (names
+            and shapes are checked).
 
     Returns:
         The :class:`~oat.models.ConditionedNet` with its weights, in eval mode.
@@ -298,7 +303,7 @@ def load_model(path, device="cpu"):
         return load_pretrained(path.removeprefix("pretrained:"), device)
     ckpt = resolve_checkpoint(path)
     doc = read_state(ckpt)
-    model = build_from_state(doc)
+    model = build_from_state(doc, module)
     load_weights(model, read_tensors(ckpt / "model.safetensors"), ckpt)
     model.checkpoint_state = doc
     return model.to(device).eval()

@@ -9,6 +9,10 @@ class ConfigError(OatError, ValueError):
     """An unknown option, a value of the wrong type, or values that do not fit together."""
 
 
+class ConvertError(ConfigError):
+    """A user's network that ``oat.convert`` cannot turn into an OAT model, or a model file that does not run."""
+
+
 class DataError(OatError):
     """Missing, truncated, corrupt or mismatched data files."""
 

@@ -50,7 +50,7 @@ def train_and_evaluate(cfg: TrainConfig, out, *, plan: EvalPlan | dict | None = 
         progress: progress bars.
         log: where one-line messages go.
         **train_kw: :func:`oat.train.runner.train`'s options (``resume``, ``overwrite``,
-            ``dist_timeout``, ``step_hook``).
+            ``dist_timeout``, ``step_hook``, ``model``).
 
     Returns:
         The run folder.

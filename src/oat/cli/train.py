@@ -13,11 +13,12 @@ from oat.conditioning import PAPER_LAMS, list_encodings
 from oat.data import list_datasets
 from oat.evaluate.plan import SPLITS, EvalPlan
 from oat.models import list_models
+from oat.models.source import DEFAULT_FACTORY
 from oat.pipeline import AFTER_TRAINING, split_eval_keys
 from oat.train.config import OBJECTIVES, TrainConfig, parse_overrides
 
-FLAG_KEYS = ("data", "data_dir", "download", "model", "objective", "lam", "lams", "widths", "encoding", "eps",
-             "epochs", "batch_size", "lr", "seed", "deterministic", "device", "amp")
+FLAG_KEYS = ("data", "data_dir", "download", "model", "model_file", "objective", "lam", "lams", "widths", "encoding",
+             "eps", "epochs", "batch_size", "lr", "seed", "deterministic", "device", "amp")
 
 
 def add_parser(sub):
@@ -32,6 +33,10 @@ def add_parser(sub):
     p.add_argument("--data-dir", help="folder holding the data set's official files")
     p.add_argument("--download", action="store_true", default=None, help="download the data set if missing")
     p.add_argument("--model", help=f"model: {', '.join(list_models())} (details: `oat models`)")
+    p.add_argument("--model-file", metavar="FILE.py[:FACTORY]",
+                   help=f"your own CNN instead of --model: FACTORY (default {DEFAULT_FACTORY}), a function or class "
+                   "in FILE.py, returns the nn.Module; each BatchNorm2d becomes dual BN + FiLM (oat.convert), "
+                   "model_kwargs={...} are its arguments, and the run records the file's source")
     p.add_argument("--objective", choices=OBJECTIVES, help="pgdat (dedicated), oat, or oats (OAT + slimming)")
     p.add_argument("--lam", type=number, help="λ of a dedicated (pgdat) model (the same as --lams X)")
     p.add_argument("--lams", type=number, nargs="+",
@@ -80,9 +85,11 @@ def configs_from_args(args) -> tuple[TrainConfig, EvalPlan]:
     flags = {k: getattr(args, k) for k in FLAG_KEYS + EVAL_FLAGS if getattr(args, k, None) is not None}
     merged: dict = {}
     for source in (recipe, flags, parse_overrides(args.overrides)):
-        if "lam" in source or "lams" in source:  # lam=X is lams=[X]: a later source's λ replaces an earlier one's
-            merged.pop("lam", None)
-            merged.pop("lams", None)
+        for keys in (("lam", "lams"), ("model", "model_file")):
+            # lam=X is lams=[X], and a model file replaces the model: a later source's choice replaces an earlier one's
+            if any(k in source for k in keys):
+                for k in keys:
+                    merged.pop(k, None)
         merged.update(source)
     train, plan = split_eval_keys(merged)
     return TrainConfig.from_dict(train), plan_after_training(plan)

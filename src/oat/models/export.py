@@ -38,9 +38,13 @@ def trace_in_channels(model: ConditionedNet, width: float, size: int = TRACE_SIZ
     """Input channels that every slimmable conv/linear and FiLM layer sees at ``width``.
 
     One eval-mode forward pass of a single ``size×size`` image; BN running statistics and
-    the caller's training mode are left as they were.
+    the caller's training mode are left as they were. A model without slimmable layers (a
+    converted one: plain ``Conv2d``/``Linear``) has nothing whose channels depend on the width,
+    and its own network may not run at ``size``: nothing is traced.
     """
     seen: dict[str, int] = {}
+    if not any(isinstance(m, (SConv2d, SLinear)) for m in model.modules()):
+        return seen
 
     def record(name):
         def hook(mod, args):  # returns None: the inputs go on unchanged

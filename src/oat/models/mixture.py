@@ -38,11 +38,9 @@ def alpha_spec(alphas) -> Conditioning:
 
 
 def _build_member(m: dict) -> ConditionedNet:
-    from oat.models.registry import create_model
+    from oat.models.registry import build_model
 
-    arch = m["arch"]
-    return create_model(arch["name"], Conditioning.from_dict(m["conditioning"]), in_channels=arch["in_channels"],
-                        num_classes=arch["num_classes"], **arch.get("kwargs", {}))
+    return build_model(m["arch"], Conditioning.from_dict(m["conditioning"]))
 
 
 class _Blend(ConditionedNet):

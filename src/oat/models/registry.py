@@ -7,6 +7,7 @@ from collections.abc import Callable
 from oat.conditioning import Conditioning
 from oat.errors import ConfigError
 from oat.models.base import ConditionedNet
+from oat.models.conversion import CONVERTED, rebuild
 from oat.models.export import shrink_to_widths
 from oat.models.nets import PreActNet, ResNet, SmallCNN, wide_resnet
 
@@ -44,6 +45,9 @@ def create_model(name: str, spec: Conditioning | None = None, *, in_channels: in
         num_classes: number of classes.
         **kwargs: architecture options (``None`` values are dropped).
     """
+    if name == CONVERTED:
+        raise ConfigError(f"model {CONVERTED!r} is your own network: train it with model_file (oat train --model-file "
+                          "FILE.py[:FACTORY]) or build it with oat.convert")
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; known: {', '.join(list_models())}")
     spec = spec or Conditioning()
@@ -52,6 +56,18 @@ def create_model(name: str, spec: Conditioning | None = None, *, in_channels: in
     model.arch = {"name": name, "in_channels": in_channels, "num_classes": num_classes, "kwargs": kwargs}
     # A model whose largest width is w < 1 (a dedicated slim baseline) stores only w's channels.
     return shrink_to_widths(model)
+
+
+def build_model(arch: dict, spec: Conditioning, module=None) -> ConditionedNet:
+    """The network a checkpoint's ``arch`` record describes, without weights: a registered model, or a
+    converted one (rebuilt from its recorded source, or from ``module``; see :func:`oat.models.conversion.rebuild`)."""
+    if arch["name"] == CONVERTED:
+        return rebuild(arch, spec, module)
+    if module is not None:
+        raise ConfigError(f"module= rebuilds a network converted with oat.convert; this checkpoint holds the "
+                          f"registered model {arch['name']!r}")
+    return create_model(arch["name"], spec, in_channels=arch["in_channels"], num_classes=arch["num_classes"],
+                        **arch.get("kwargs", {}))
 
 
 @register_model("small-cnn", "3-layer CNN for tiny images (8x8 digits, 28x28 MNIST); CPU-friendly")

@@ -15,9 +15,11 @@ import yaml
 
 from oat.conditioning import ENCODINGS, FILM_FORMS, Conditioning
 from oat.errors import ConfigError
+from oat.models.conversion import CONVERTED
 from oat.train.sampling import LamSampling
 
 OBJECTIVES = ("pgdat", "oat", "oats")
+DEFAULT_MODEL = "small-cnn"
 # The conditioning defaults live in the Conditioning dataclass; the config reads them from there.
 _SPEC = {f.name: f.default for f in dataclasses.fields(Conditioning)}
 ATTACK_PRECISIONS = ("fp32", "amp")
@@ -34,8 +36,11 @@ class TrainConfig:
     data_dir: str | None = None
     download: bool = False
     val_size: int | None = None
-    model: str = "small-cnn"
-    model_kwargs: dict = field(default_factory=dict)
+    # A registered model (None: DEFAULT_MODEL), or "converted": your own network (model_file, or a
+    # network handed to oat.fit), converted by oat.convert.
+    model: str | None = None
+    model_kwargs: dict = field(default_factory=dict)  # the model's options, or the model file factory's arguments
+    model_file: str | None = None  # "FILE.py[:FACTORY]": a function or class returning your nn.Module
     objective: str = "oat"
     # The trained λ set; a pgdat model has exactly one (None: the paper's set, or [1.0] for pgdat).
     lams: list | None = None
@@ -84,6 +89,8 @@ class TrainConfig:
             self.lams = [float(lam)]
         if self.lams is None:
             self.lams = [1.0] if self.objective == "pgdat" else list(_SPEC["lams"])
+        if self.model is None:
+            self.model = CONVERTED if self.model_file else DEFAULT_MODEL
         self.validate()
 
     def validate(self) -> None:
@@ -95,6 +102,12 @@ class TrainConfig:
             raise ConfigError(f"nonfinite must be stop or skip; got {self.nonfinite!r}")
         if self.objective == "pgdat" and len(self.lams) != 1:
             raise ConfigError(f"a pgdat model trains at one λ; got lams={list(self.lams)} (train one run per λ)")
+        if self.model_file is not None and self.model != CONVERTED:
+            raise ConfigError(f"give model or model_file, not both (model={self.model!r} is a registered model, "
+                              f"model_file={self.model_file!r} your own network)")
+        if self.model == CONVERTED and self.objective == "oats":
+            raise ConfigError("a converted network keeps your convolutions as they are, so it has one width; OATS "
+                              "trains slimmable widths of a registered model (use objective oat or pgdat)")
         if self.train_attack_precision not in ATTACK_PRECISIONS:
             raise ConfigError(f"train_attack_precision must be fp32 or amp; got {self.train_attack_precision!r}")
         if self.scalar_draw not in SCALAR_DRAWS:

@@ -36,8 +36,14 @@ def check_config(cfg) -> None:
 def check_model(cfg, spec) -> None:
     """Build the model on the meta device (no memory, milliseconds) to try its keyword arguments."""
     from oat.models import create_model
+    from oat.models.conversion import CONVERTED
     from oat.models.registry import COMPOSITES
+    from oat.models.source import parse_model_file
 
+    if cfg.model == CONVERTED:  # built from the user's code once the data's shape is known (oat.train.runner)
+        if cfg.model_file is not None:
+            parse_model_file(cfg.model_file)
+        return
     if cfg.model in COMPOSITES:
         raise ConfigError(f"model {cfg.model!r} blends trained runs (oat mix); it is not trained itself")
     try:

@@ -29,11 +29,11 @@ from oat.conditioning import Conditioning
 from oat.data import DeviceLoader, load_data
 from oat.env import provenance, seed_everything
 from oat.errors import ConfigError, RunFolderError, TrainingInterrupted
-from oat.models import create_model
 from oat.rundir import RunDirSession, checkpoint_written, create_run_dir, inspect_run_dir
 from oat.train import distributed as ddp
 from oat.train.config import TrainConfig
 from oat.train.loop import LoopOptions, LoopState, StopFlag, catch_signals, fit
+from oat.train.network import build_network, check_buildable, config_for, record, write_copy
 from oat.train.objectives import OAT, OATS, PGDAT, AttackConfig
 from oat.train.preflight import check_config, check_model
 from oat.train.sampling import LamSampling
@@ -78,7 +78,7 @@ def build_objective(cfg: TrainConfig, spec: Conditioning, eps: float):
 
 
 def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
-          log=print, dist_timeout: float | None = None, step_hook=None) -> Path:
+          log=print, dist_timeout: float | None = None, step_hook=None, model=None) -> Path:
     """Train a model as ``cfg`` says, writing everything into the run folder ``out``.
 
     Under ``torchrun`` every process calls this; only rank 0 writes (logs, progress bar,
@@ -95,6 +95,9 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = Fals
         dist_timeout: seconds a collective may wait for the other ranks (default
             ``$OAT_DIST_TIMEOUT`` or 600).
         step_hook: optional ``(state, model)`` callable after every optimiser step (tests).
+        model: your own network instead of ``cfg.model``: a factory (a function or class defined in
+            a file, called with ``cfg.model_kwargs``) or a network :func:`oat.convert` made from one,
+            trained in place (see :mod:`oat.train.network`); the run records its source.
 
     Returns:
         The run folder.
@@ -103,11 +106,12 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = Fals
         TrainingInterrupted: SIGINT/SIGTERM stopped training after a checkpoint was saved.
     """
     out = Path(out)
+    cfg = config_for(cfg, model)
     info, device = ddp.setup(cfg.device, dist_timeout)
     # Only rank 0 writes, so only it locks the folder, until training ends.
     try:
         with RunDirSession(out, info.is_main, log) as session:
-            cfg, state = _run(cfg, out, resume, overwrite, info, device, progress, log, step_hook, session)
+            cfg, state = _run(cfg, out, resume, overwrite, info, device, progress, log, step_hook, session, model)
             if state.stopped:
                 raise TrainingInterrupted(state.stopped, f"stopped by {signal.Signals(state.stopped).name} "
                                           f"after epoch {state.epoch} + {state.batch} batches (step {state.step}); "
@@ -117,14 +121,14 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = Fals
     return out
 
 
-def _run(cfg, out, resume, overwrite, info, device, progress, log, step_hook, session):
+def _run(cfg, out, resume, overwrite, info, device, progress, log, step_hook, session, given):
     """Check, then train (every rank); returns the config in force (a resume's saved one) and the state."""
     try:
-        cfg, resuming = _prepare(cfg, out, resume, overwrite, info)
+        cfg, resuming = _prepare(cfg, out, resume, overwrite, info, given)
         if resuming and info.is_main:
             session.resumed()
         state = _train(cfg, out, resuming, overwrite, info, device, progress and info.is_main,
-                       log if info.is_main else _quiet, step_hook)
+                       log if info.is_main else _quiet, step_hook, given)
         if not state.stopped:
             # Every rank reaches the teardown together: a rank that destroyed its gloo group while
             # the other was still writing the last checkpoint aborted at exit ("terminate called
@@ -139,7 +143,7 @@ def _quiet(*_args, **_kw) -> None:
     return None
 
 
-def _prepare(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, info):
+def _prepare(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, info, given=None):
     """Every rank checks the run folder (changing nothing) and, to resume, reads its saved config."""
     resuming = inspect_run_dir(out, resume, overwrite)
     ddp.barrier(info)
@@ -150,15 +154,16 @@ def _prepare(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, info):
             raise RunFolderError(f"--resume: {out / 'config.json'} is missing or corrupt") from None
         if not isinstance(saved, dict):
             raise RunFolderError(f"--resume: {out / 'config.json'} is corrupt")
-        cfg = TrainConfig.from_saved(saved)
+        cfg = config_for(TrainConfig.from_saved(saved), given)
     # The whole configuration, before the data is read or anything is written.
     check_config(cfg)
     check_model(cfg, build_spec(cfg))
+    check_buildable(cfg, out, resuming, given)
     return cfg, resuming
 
 
 def _train(cfg: TrainConfig, out: Path, resuming: bool, overwrite: bool, info, device, progress: bool, log,
-           step_hook) -> LoopState:
+           step_hook, given=None) -> LoopState:
     seed_everything(cfg.seed, cfg.deterministic)
     data = load_data(cfg.data, cfg.data_dir, download=cfg.download, val_size=cfg.val_size, seed=cfg.seed)
     if len(data.train) == 0:
@@ -167,8 +172,7 @@ def _train(cfg: TrainConfig, out: Path, resuming: bool, overwrite: bool, info, d
         raise ConfigError(f"batch size {cfg.batch_size} is larger than the training split ({len(data.train)})")
     local_batch = ddp.local_batch_size(cfg.batch_size, info.world_size)
     eps = data.default_eps if cfg.eps is None else cfg.eps
-    model = create_model(cfg.model, build_spec(cfg), in_channels=data.image_shape[0],
-                         num_classes=data.num_classes, **cfg.model_kwargs).to(device)
+    model = build_network(cfg, build_spec(cfg), data, out, resuming, given).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(param_groups(model, cfg.film_lr_scale), lr=cfg.lr, momentum=cfg.momentum,
@@ -194,6 +198,9 @@ def _train(cfg: TrainConfig, out: Path, resuming: bool, overwrite: bool, info, d
                 "distributed": {**info.record(), "global_batch": cfg.batch_size, "batch_per_rank": local_batch,
                                 "lr_rule": "lr is for the global batch; not rescaled with world size"},
                 **provenance(device)}
+        if record(model) is not None:  # a converted network: where its source came from
+            meta["network"] = record(model)
+            write_copy(out, model)
         atomic_write_text(out / "config.json", json.dumps(meta, indent=1))
     net = ddp.wrap(model, info, device)
     ckpt = _Checkpointer(out, model, optimizer, cfg, eps, info, device, log)
