@@ -35,8 +35,12 @@ def find_or_install() -> str | None:
     """None when Chromium and its driver are there (installed now if need be), else why they are not."""
     if not _present() and os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES]):
-            subprocess.run(cmd, env=env, capture_output=True, timeout=900, check=False)
+        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES]
+        for cmd in (["apt-get", "update", "-qq"], install):
+            try:
+                subprocess.run(cmd, env=env, capture_output=True, timeout=900, check=False)
+            except subprocess.TimeoutExpired:
+                break
     if not _present():
         return f"{BINARY} and {DRIVER} are needed (Debian: apt-get install {' '.join(PACKAGES[:2])})"
     try:
