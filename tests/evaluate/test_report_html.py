@@ -223,6 +223,14 @@ def test_every_kind_of_run_gets_a_working_page(kind, other_runs, browser):
     knob = "α" if kind == "mix" else "λ"
     assert by(browser, "#lam-value")[0].text.startswith(knob)
     assert len(by(browser, "#chart-tradeoff .pt[data-key]")) == len(g["entries"])
+    for curve in by(browser, "#chart-tradeoff path.curve"):  # each width's curve runs in λ order, not by SA
+        vertices = [tuple(map(float, v.split())) for v in re.findall(r"[ML]([\d.]+ [\d.]+)", curve.get_attribute("d"))]
+        width = curve.get_attribute("data-series").removeprefix("model").strip(" w=") or "-"
+        pts = [p for p in by(browser, "#chart-tradeoff circle.pt[data-key]")
+               if p.get_attribute("data-key").split("|")[1] == width]
+        assert vertices == [(float(p.get_attribute("cx")), float(p.get_attribute("cy"))) for p in pts]
+        lams = [float(p.get_attribute("data-key").split("|")[0]) for p in pts]
+        assert lams == sorted(lams) and len(lams) > 1
     check_slider_shows_stored(browser, g)
     if kind == "oats":
         from selenium.webdriver.support.ui import Select

@@ -93,7 +93,7 @@ def chart(series: list[Series], *, title: str, x_label: str, y_label: str, x_ran
     if cursor:
         out.append(f'<line class="cursor" x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + ph}" visibility="hidden"/>')
     for s in series:
-        pts = sorted(s.points, key=lambda p: p.x) if s.line else s.points
+        pts = s.points  # in the order given: a trade-off curve runs in λ order, not by x
         if s.line and len(pts) > 1:
             d = " ".join(f"{'M' if i == 0 else 'L'}{sx(p.x):.1f} {sy(p.y):.1f}" for i, p in enumerate(pts))
             dash = ' stroke-dasharray="5 3"' if s.line == "dashed" else ""
