@@ -5,7 +5,8 @@ QUIC), a fresh profile, and the performance log on, so a test can list each requ
 (:func:`requests_of`). When Chromium is missing, :func:`find_or_install` installs it with apt-get
 where it can (root, apt present), else a local run skips and a CI run (``CI`` set) fails.
 
-Also a command, for the README's screenshot: ``python tests/headless_chromium.py REPORT.html OUT.png``.
+Also a command, for the README's screenshot: ``python tests/headless_chromium.py REPORT.html OUT.png [K]``
+(K: move the page's λ slider K steps to the right first).
 """
 
 from __future__ import annotations
@@ -96,11 +97,17 @@ def full_page_screenshot(driver, out: Path) -> Path:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: python tests/headless_chromium.py REPORT.html OUT.png")
+    steps = sys.argv[3] if len(sys.argv) == 4 else "0"
+    if len(sys.argv) not in (3, 4) or not steps.isdigit():
+        sys.exit("usage: python tests/headless_chromium.py REPORT.html OUT.png [K]")
     why = find_or_install()
     if why:
         sys.exit(why)
     with chromium() as d:
         d.get(Path(sys.argv[1]).resolve().as_uri())
+        if int(steps):
+            from selenium.webdriver.common.by import By
+            from selenium.webdriver.common.keys import Keys
+
+            d.find_element(By.ID, "lam-slider").send_keys(*[Keys.ARROW_RIGHT] * int(steps))
         print(full_page_screenshot(d, Path(sys.argv[2])))

@@ -127,8 +127,8 @@ def _charts(main_rows, dedicated, alternatives, knob: str, attack: str) -> str:
                           None, "up", True),
                    Series("dedicated RA", [Point(d["lam"], 100 * d["ra"], dtip(d)) for d in dedicated], "#000",
                           None, "down", True)]
-        trade.append(Series("dedicated", [Point(100 * d["sa"], 100 * d["ra"], dtip(d)) for d in dedicated], "#000",
-                            None, "up", True))
+        trade.append(Series("dedicated", [Point(100 * d["sa"], 100 * d["ra"], dtip(d), label=f"{d['lam']:g}")
+                                          for d in dedicated], "#000", None, "up", True))
     for j, alt in enumerate(alternatives):
         color = PALETTE[(len(trade) + j) % len(PALETTE)]
         trade.append(Series(alt["name"], [Point(100 * r["sa"], 100 * r["ra"],
