@@ -36,7 +36,7 @@ def run_demo(out=None, *, lams=PAPER_LAMS, epochs: int | None = None, progress: 
         **overrides: further :class:`~oat.train.config.TrainConfig` keys.
 
     Returns:
-        The OAT run folder, holding ``report.md``, ``results.json`` and the plots.
+        The OAT run folder, holding ``report.md``, ``report.html``, ``results.json`` and the plots.
     """
     out = Path(out) if out else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     base = {**DEMO_CONFIG, **overrides, "lams": list(lams)}
@@ -64,5 +64,5 @@ def run_demo(out=None, *, lams=PAPER_LAMS, epochs: int | None = None, progress: 
     log(text.split("## Evaluation checks")[0].split("## All rows")[0].strip())
     verdict = [ln for ln in text.splitlines() if "checks passed" in ln or "FAILED" in ln.upper()][:1]
     log("\n".join(verdict))
-    log(f"\nreport: {report}  ({time.perf_counter() - t0:.0f} s)")
+    log(f"\nreport: {report}, interactive: {report.with_name('report.html')}  ({time.perf_counter() - t0:.0f} s)")
     return out

@@ -24,7 +24,8 @@ from oat.runlock import LOCK_NAME, lock_held, run_lock, swap_lock
 MARKER = "oat-run.json"
 MARKER_FORMAT = 1
 # Files and folders an oat run writes; a folder holding any of them is not a plain empty target.
-OWN_NAMES = (MARKER, "config.json", "log.jsonl", "checkpoints", "results.json", "report.md", "eval")
+OWN_NAMES = (MARKER, "config.json", "log.jsonl", "checkpoints", "results.json", "report.md", "report.html",
+             "eval")
 
 
 def write_marker(out: Path) -> None:

@@ -15,10 +15,10 @@ from oat.evaluate.plan import default as D
 def add_parser(sub):
     p = sub.add_parser("evaluate", help="SA and RA of a run at every λ (× width) under chosen attacks",
                        description="Evaluate a run's newest checkpoint; rows are merged into RUN/results.json, "
-                       "per-example outcomes into RUN/eval/<split>-per-example.csv, and RUN/report.md is "
-                       "rewritten. Checkpoints are never touched. An interrupted evaluation resumes when the "
-                       "same command is run again. Checks against gradient masking run by default; a failed "
-                       "check makes the command exit non-zero (results are still written).")
+                       "per-example outcomes into RUN/eval/<split>-per-example.csv, and RUN/report.md "
+                       "and RUN/report.html are rewritten. Checkpoints are never touched. An interrupted "
+                       "evaluation resumes when the same command is run again. Checks against gradient masking "
+                       "run by default; a failed check makes the command exit non-zero (results are still written).")
     p.add_argument("run", help="run folder (or checkpoint folder inside it)")
     p.add_argument("--split", choices=SPLITS, default=D("split"), help=f"data split (default {D('split')})")
     p.add_argument("--lams", type=lam_or_all, nargs="+", default=None, help="λ values, or `all` (default)")
@@ -41,6 +41,9 @@ def add_parser(sub):
                    help=f"examples per check (default {D('check_subset')})")
     p.add_argument("--allow-failed-checks", action="store_true", help="exit 0 even if a check fails")
     p.add_argument("--no-resume", action="store_true", help="recompute every batch (ignore finished ones)")
+    p.add_argument("--gallery", type=int, default=D("gallery"), metavar="N",
+                   help=f"images shown in report.html with their adversarial versions at each λ (default "
+                   f"{D('gallery')}; 0: none)")
     p.add_argument("--replace", action="store_true",
                    help="let these rows supersede earlier rows of the same checkpoint and setting at other subsets "
                    "(default: rows of another checkpoint, subset or ε are kept; reports use the largest n)")
@@ -62,7 +65,7 @@ def plan_from_args(args) -> EvalPlan:
                     eps=args.eps, norm=args.norm, batch_size=args.batch_size, device=args.device, seed=args.seed,
                     checks=not args.no_checks, check_subset=args.check_subset,
                     allow_failed_checks=args.allow_failed_checks, resume=not args.no_resume,
-                    data_dir=args.data_dir, replace=args.replace)
+                    data_dir=args.data_dir, replace=args.replace, gallery=args.gallery)
 
 
 def run(args) -> int:

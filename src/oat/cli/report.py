@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def add_parser(sub):
-    p = sub.add_parser("report", help="write report.md and plots (OAT beside dedicated runs)",
+    p = sub.add_parser("report", help="write report.md, plots and report.html (OAT beside dedicated runs)",
                        description="Report the first run; further runs (dedicated baselines, one λ each) are "
                        "shown beside it. Written into the first run folder unless --out.")
     p.add_argument("runs", nargs="+", help="OAT/OATS run folder, then dedicated run folders")
@@ -22,5 +22,6 @@ def run(args) -> int:
     for r in args.runs:
         if not (Path(r) / "results.json").exists():
             raise OatError(f"{r} has no results.json; run `oat evaluate {r}` first")
-    print(f"report: {write_report(args.runs, args.out, args.split)}")
+    report = write_report(args.runs, args.out, args.split)
+    print(f"report: {report} (interactive: {report.with_name('report.html')})")
     return 0

@@ -12,6 +12,7 @@ from oat.env import resolve_device
 from oat.errors import ConfigError
 from oat.evaluate.checks import ChecksFailed, failed, run_checks
 from oat.evaluate.checks import summary as check_summary
+from oat.evaluate.gallery import make_gallery, write_gallery
 from oat.evaluate.journal import Journal, journal_name
 from oat.evaluate.plan import EvalPlan
 from oat.evaluate.provenance import check_eps, check_inside, checkpoint_sha256, current_rows, provenance
@@ -70,7 +71,8 @@ def evaluate_run(run, plan: EvalPlan | None = None, *, progress: bool = False, r
                  **settings) -> list[dict]:
     """Evaluate the run's newest checkpoint and merge the rows into ``RUN/results.json``.
 
-    Also writes ``RUN/eval/<split>-per-example.csv`` (every row recomputable) and keeps a
+    Also writes ``RUN/eval/<split>-per-example.csv`` (every row recomputable), the example
+    images of ``report.html`` (``RUN/eval/<split>-gallery.json``, ``plan.gallery`` of them) and keeps a
     journal of finished batches under ``RUN/eval/journal/``: the same call after an
     interruption continues where it stopped and gives the same numbers.
 
@@ -83,7 +85,7 @@ def evaluate_run(run, plan: EvalPlan | None = None, *, progress: bool = False, r
         run: run folder (or a checkpoint folder inside it).
         plan: what to measure (:class:`~oat.evaluate.plan.EvalPlan`; its defaults when None).
         progress: progress bar.
-        report: rewrite ``RUN/report.md`` afterwards.
+        report: rewrite ``RUN/report.md`` and ``RUN/report.html`` afterwards.
         log: where the table goes.
         **settings: :class:`EvalPlan` fields (``split="val"``, ``attacks=[...]`` …), applied on
             top of ``plan``.
@@ -128,6 +130,10 @@ def evaluate_run(run, plan: EvalPlan | None = None, *, progress: bool = False, r
         found = [{**c, "split": split, "eps": eps, "norm": norm, "checkpoint": ckpt_path.name,
                   "checkpoint_sha256": sha} for c in found]
     _store(run, split, rows, found, items, result, replace=plan.replace, log=log)
+    if plan.gallery:  # the example images of report.html, while the model and the split are loaded
+        doc = make_gallery(model, dataset, indices=result.indices, lams=lams, widths=widths, attacks=plan.attacks,
+                           eps=eps, norm=norm, seed=seed, device=device, n=plan.gallery)
+        write_gallery(run, split, doc, checkpoint=ckpt_path.name, sha=sha)
     if plan.checks:
         log(check_summary(found))
     if report:

@@ -16,6 +16,7 @@ from oat.attacks.threat import get_threat
 from oat.errors import ConfigError
 
 SPLITS = ("val", "test")
+MAX_GALLERY = 64  # images in report.html; each is attacked once more per (λ, width)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class EvalPlan:
         batch_lams: attack all λ of an example in one batch; None: on accelerators only.
         data_dir: read the data from here instead of the folder recorded in the checkpoint.
         replace: let these rows supersede those of the same checkpoint and setting at other subsets.
+        gallery: images of the split kept with their adversarial versions and predictions at
+            each (λ, width) for ``report.html`` (:mod:`oat.evaluate.gallery`); 0: none.
     """
 
     split: str = "test"
@@ -60,6 +63,7 @@ class EvalPlan:
     batch_lams: bool | None = None
     data_dir: str | None = None
     replace: bool = False
+    gallery: int = 8
 
     def __post_init__(self):
         for name in ("lams", "widths"):
@@ -77,6 +81,8 @@ class EvalPlan:
         """Refuse, with one line, a plan that would fail after the checkpoint and data are read."""
         validate.eval_args(batch_size=self.batch_size, check_subset=self.check_subset, subset=self.subset,
                            seed_value=self.seed)
+        if isinstance(self.gallery, bool) or not isinstance(self.gallery, int) or not 0 <= self.gallery <= MAX_GALLERY:
+            raise ConfigError(f"gallery must be a whole number of images in [0, {MAX_GALLERY}]; got {self.gallery!r}")
         if self.split not in SPLITS:
             raise ConfigError(f"split must be val or test; got {self.split!r}")
         if not self.attacks:

@@ -1,4 +1,5 @@
-"""Reports: Markdown tables and PNG plots from one or several runs' results.json.
+"""Reports: Markdown tables and PNG plots from one or several runs' results.json, and the same
+run as one interactive page, ``report.html`` (:mod:`oat.evaluate.report_html`).
 
 ``write_report([OAT_RUN, DEDICATED_RUN, ...])`` puts the OAT curve beside the dedicated
 baselines (each its own run at one λ): SA and RA against λ, and the SA–RA trade-off.
@@ -14,6 +15,7 @@ from oat.evaluate.plots_oats import oats_section
 from oat.evaluate.plotting import finish_plot, plt
 from oat.evaluate.provenance import current_rows, describe_choice, newest_checkpoint
 from oat.evaluate.report_attacks import attacks_section, checks_section
+from oat.evaluate.report_html import write_html
 from oat.evaluate.results import pct, read_results, strongest_attack
 from oat.runlock import locked
 
@@ -99,7 +101,7 @@ def plot_tradeoff(main_rows, ded, path: Path, attack: str) -> None:
 @locked(lambda runs, out=None, *_, **__: Path(out or list(runs)[0]), "oat report")  # one writer per folder
 def write_report(runs, out=None, split: str | None = None, *, eps: float | None = None,
                  checkpoint: str | None = None) -> Path:
-    """Write ``report.md`` and PNG plots for ``runs[0]`` beside the dedicated ``runs[1:]``.
+    """Write ``report.md``, PNG plots and ``report.html`` for ``runs[0]`` beside the dedicated ``runs[1:]``.
 
     The tables and plots show the rows of one checkpoint, one ε and one norm, the largest n
     of each (λ, width, attack) (:func:`oat.evaluate.provenance.current_rows`); the report
@@ -133,7 +135,8 @@ def write_report(runs, out=None, split: str | None = None, *, eps: float | None 
     ded = _dedicated(runs[1:], split, attack, info["eps"], info["norm"])
     lines = [f"# oat report: {runs[0].name}", "",
              f"Model `{doc.get('model')}`, objective `{doc.get('objective')}`, data `{doc.get('data')}`, "
-             f"trained at ε = {doc.get('eps')}. Accuracies in %; RA under `{attack}`.", "", describe_choice(info), ""]
+             f"trained at ε = {doc.get('eps')}. Accuracies in %; RA under `{attack}`.", "", describe_choice(info), "",
+             "Interactive version, with example images at each λ: [report.html](report.html).", ""]
     lines += ["## Trade-off" + (" against dedicated models" if ded else ""), ""]
     lines += comparison_table(main_rows, ded) + [""]
     plot_vs_lam(main_rows, ded, out / "sa_ra_vs_lam.png", attack)
@@ -147,4 +150,5 @@ def write_report(runs, out=None, split: str | None = None, *, eps: float | None 
         lines += ["## Runs", ""] + [f"- `{r}`" for r in runs] + [""]
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))
+    write_html(out, runs=runs, doc=doc, info=info, attack=attack, main_rows=main_rows)
     return report
