@@ -135,12 +135,13 @@ def test_standard_autoattack_equals_the_packages_run(trained_digits_model, digit
     # The library's call at the standard settings, against the package's own method.
     from pyautoattack import AutoAttack
 
+    # On the cached predictor, as the sweep attacks (half the time of model.at here).
     _, _, xt, yt = digits
-    x, y, bound = xt[:4], yt[:4], trained_digits_model.at(0.0)
+    x, y, predict = xt[:4], yt[:4], trained_digits_model.eval().predictor(0.0)
     seed = aa_mod._seed_from(torch.Generator().manual_seed(3))
     with torch.random.fork_rng():
-        pkg = AutoAttack(bound, eps=0.1, norm="Linf", seed=seed, version="standard")
+        pkg = AutoAttack(predict, eps=0.1, norm="Linf", seed=seed, version="standard")
         pkg.verbose = False
         ref, _ = pkg.run_standard_evaluation(x, y, batch_size=4)
-    ours = get_attack("autoattack")(bound, x, y, eps=0.1, generator=torch.Generator().manual_seed(3))
+    ours = get_attack("autoattack")(predict, x, y, eps=0.1, generator=torch.Generator().manual_seed(3))
     assert torch.equal(ours, ref)

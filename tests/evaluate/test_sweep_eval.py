@@ -157,3 +157,20 @@ def test_cli_off_a_terminal_prints_no_bar_and_a_line_per_autoattack_component(ev
     assert "\r" not in captured.out and "\r" not in captured.err and "robust" not in captured.err
     progress = [ln for ln in captured.out.splitlines() if ln.startswith("apgd-ce examples")]
     assert len(progress) == 2 and all("robust" in ln for ln in progress)  # one per λ (one component, one batch)
+
+
+def test_autoattack_on_the_cached_predictor_finds_what_model_at_finds(eval_run):
+    # The sweep hands AutoAttack model.predictor (folded BN + FiLM, for speed); attacking
+    # model.at with the same seed must leave the same examples robust.
+    from oat.attacks.registry import get_attack
+
+    model, data = load_model(eval_run), load_data("digits", seed=0)
+    res = sweep(model, data.test, lams=[1.0], widths=[None], attacks=["apgd-ce"], eps=0.1, subset=8)
+    x, y = data.test.images[res.indices].float() / 255, data.test.labels[res.indices]
+    bound = model.at(1.0)
+    gen = sweep_mod.batch_generator(0, "apgd-ce", 0, "per-lam:1:None")
+    x_adv = get_attack("apgd-ce")(bound, x, y, eps=0.1, generator=gen)
+    with torch.no_grad():
+        expected = (bound(x).argmax(1) == y) & (bound(x_adv).argmax(1) == y)
+    assert torch.equal(res.adv[(1.0, None, "apgd-ce")], expected)
+    assert 0 < int(expected.sum()) < int((bound(x).argmax(1) == y).sum())  # the attack broke some, not all

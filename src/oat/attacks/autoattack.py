@@ -27,6 +27,14 @@ What the adapter does, and why:
   batch, each ``perturb`` seeded alike) with the package's own attack objects, and reports
   per component, per batch and, through a pass counter on the model, while a batch runs.
   The result equals the package's (``tests/attacks/test_autoattack.py``).
+- Speed: the internal batch defaults to every example of the call (the sweep's batch). The
+  package reseeds each batch, so another batch size draws other random starts; and on the
+  CPU smaller batches were never faster: they multiply the passes (Square makes 5,000 per
+  batch), which cost about the same per pass when few examples are left (batch 50 ran at
+  0.62× on digits, 0.81× on Fashion-MNIST; ``benchmarks/bench_autoattack.py``). The standard
+  order already runs the cheap attacks that break most examples first, each later one on the
+  survivors only. What did pay is the model the package attacks: the sweep hands it
+  ``model.predictor`` (see :mod:`oat.evaluate.sweep`).
 """
 
 from __future__ import annotations
@@ -69,7 +77,8 @@ class AAProgress:
             when it started).
         robust: examples still robust (clean-correct and not yet broken); total: examples.
         passes: model passes of this call so far.
-        seconds: time since the component started.
+        seconds: time since the component started; batch_seconds: that time when its last
+            finished batch finished.
     """
 
     event: str
@@ -82,14 +91,18 @@ class AAProgress:
     total: int
     passes: int
     seconds: float
+    batch_seconds: float = 0.0
 
     @property
     def eta(self) -> float | None:
         """Seconds left in this component, from its finished batches (None before the first)."""
-        return self.seconds * (self.batches - self.batch) / self.batch if self.batch else None
+        if not self.batch:
+            return None
+        left = self.batch_seconds / self.batch * (self.batches - self.batch)
+        return max(0.0, left - (self.seconds - self.batch_seconds))
 
     def describe(self) -> str:
-        """One line: ``apgd-t 2/4: batch 1/3, robust 412/500, 5.2k passes, 0:35 left``."""
+        """One line: ``apgd-t 2/4: batch 1/3, robust 412/500, 5.2k passes, 0:12, 0:35 left``."""
         eta = self.eta
         left = f", {_clock(eta)} left" if eta is not None and self.event != "end" else ""
         passes = f"{self.passes / 1000:.1f}k" if self.passes >= 1000 else str(self.passes)
@@ -110,7 +123,7 @@ class _Counted(nn.Module):
         super().__init__()
         self.predict = predict
         self.passes = 0
-        self.tick = None  # called with no argument at most every TICK_SECONDS
+        self.tick = None  # called on every pass (the reporter keeps to TICK_SECONDS)
 
     def forward(self, x):
         self.passes += 1
@@ -143,14 +156,14 @@ class _Reporter:
         self.progress, self.counter, self.robust = progress, counter, robust
         self.fields = dict(attack=attack, index=index, attacks=attacks, batches=batches, total=robust.numel())
         self.batch, self.started = 0, time.perf_counter()
-        self.last = self.started
+        self.last, self.batch_seconds = self.started, 0.0
 
     def __call__(self, event: str) -> None:
         if self.progress is not None:
             now = time.perf_counter()
             self.progress(AAProgress(event=event, batch=self.batch, robust=int(self.robust.sum()),
                                      passes=self.counter.passes if self.counter is not None else 0,
-                                     seconds=now - self.started, **self.fields))
+                                     seconds=now - self.started, batch_seconds=self.batch_seconds, **self.fields))
 
     def tick(self) -> None:
         now = time.perf_counter()
@@ -196,6 +209,7 @@ def run_components(aa, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
                 robust[idx[broken]] = False
                 x_adv[idx[broken]] = adv[broken].detach()
                 report.batch += 1
+                report.batch_seconds = time.perf_counter() - report.started
                 report("batch")
             report("end")
     finally:
