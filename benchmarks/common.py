@@ -83,11 +83,30 @@ def _script_name() -> str:
         return script.name
 
 
+def portable(value: str) -> str:
+    """A path as results may record it: relative to the repository when inside it, else its last
+    name (a committed result names no machine path); anything else unchanged."""
+    key, eq, val = value.partition("=") if value.startswith("--") else ("", "", value)
+    p = Path(val)
+    if not p.is_absolute():
+        return value
+    try:
+        val = p.resolve().relative_to(RESULTS.parents[1]).as_posix()
+    except ValueError:
+        val = p.name
+    return f"{key}{eq}{val}"
+
+
+def portable_argv(argv: list[str] | None = None) -> list[str]:
+    """The command-line arguments (default ``sys.argv[1:]``) with every absolute path made portable."""
+    return [portable(a) for a in (sys.argv[1:] if argv is None else argv)]
+
+
 def write_result(name: str, doc: dict, path: Path | None = None) -> Path:
     """Write ``doc`` (plus machine, versions, date, command) as ``results/<name>.json``."""
     device = torch.device(doc.get("settings", {}).get("device", "cpu"))
     full = {"benchmark": name, **doc, "machine": machine(device), "versions": versions(), "date": now_iso(),
-            "command": "python " + " ".join([_script_name(), *sys.argv[1:]])}
+            "command": "python " + " ".join([_script_name(), *portable_argv()])}
     path = path or RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

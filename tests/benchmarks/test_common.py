@@ -28,3 +28,11 @@ def test_pgd_accuracy_counts_an_example_robust_only_if_it_is_also_clean_correct(
 
     monkeypatch.setattr(oat.attacks, "pgd", lambda predict, x, y, **kw: 1 - x)
     assert common.pgd_accuracy(predict, ds, torch.device("cpu"), eps=0.1, steps=1) == 0.0
+
+
+def test_recorded_commands_name_no_machine_path(tmp_path):
+    repo = common.RESULTS.parents[1]
+    argv = ["--threads", "1", "--out", str(repo / "benchmarks" / "results"), f"--runs={tmp_path / 'cache'}",
+            "--n", "200", "relative/dir"]
+    assert common.portable_argv(argv) == ["--threads", "1", "--out", "benchmarks/results", "--runs=cache",
+                                          "--n", "200", "relative/dir"]

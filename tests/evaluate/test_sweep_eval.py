@@ -128,3 +128,49 @@ def test_results_keep_linf_and_l2_apart(tmp_path):
     merge_results(tmp_path, {}, [{**row, "norm": "linf", "ra": 0.4}])
     rows = read_results(tmp_path)["rows"]
     assert sorted((r.get("norm"), r["ra"]) for r in rows) == [("l2", 0.7), ("linf", 0.4)]
+
+
+def test_autoattack_progress_in_the_bar_one_line_per_component_off_it(eval_run, capsys):
+    # On a terminal the bar's postfix follows AutoAttack inside a batch; off one, the sweep
+    # logs one line per finished component and draws nothing; either way the numbers agree.
+    model, data = load_model(eval_run), load_data("digits", seed=0)
+    kw = dict(lams=[1.0], widths=[None], attacks=["apgd-ce"], eps=0.1, subset=12, batch_size=6)
+    lines = []
+    quiet = sweep(model, data.test, progress=False, log=lines.append, **kw)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    assert len(lines) == 2  # 2 batches × 1 component
+    assert lines[0].startswith("apgd-ce examples 0–5 λ=1: apgd-ce 1/1: batch 1/1, robust ")
+    assert lines[1].startswith("apgd-ce examples 6–11 λ=1:")
+    shown = sweep(model, data.test, progress=True, log=lines.append, **kw)
+    err = capsys.readouterr().err
+    assert "λ=1 apgd-ce 1/1: batch" in err and "robust" in err and len(lines) == 2  # the bar, not the log
+    for key in quiet.adv:
+        assert torch.equal(quiet.adv[key], shown.adv[key])
+
+
+def test_cli_off_a_terminal_prints_no_bar_and_a_line_per_autoattack_component(eval_run, capsys):
+    from oat.cli.main import main
+
+    assert main(["evaluate", str(eval_run), "--subset", "12", "--attacks", "apgd-ce", "--no-checks"]) == 0
+    captured = capsys.readouterr()
+    assert "\r" not in captured.out and "\r" not in captured.err and "robust" not in captured.err
+    progress = [ln for ln in captured.out.splitlines() if ln.startswith("apgd-ce examples")]
+    assert len(progress) == 2 and all("robust" in ln for ln in progress)  # one per λ (one component, one batch)
+
+
+def test_autoattack_on_the_cached_predictor_finds_what_model_at_finds(eval_run):
+    # The sweep hands AutoAttack model.predictor (folded BN + FiLM, for speed); attacking
+    # model.at with the same seed must leave the same examples robust.
+    from oat.attacks.registry import get_attack
+
+    model, data = load_model(eval_run), load_data("digits", seed=0)
+    res = sweep(model, data.test, lams=[1.0], widths=[None], attacks=["apgd-ce"], eps=0.1, subset=8)
+    x, y = data.test.images[res.indices].float() / 255, data.test.labels[res.indices]
+    bound = model.at(1.0)
+    gen = sweep_mod.batch_generator(0, "apgd-ce", 0, "per-lam:1:None")
+    x_adv = get_attack("apgd-ce")(bound, x, y, eps=0.1, generator=gen)
+    with torch.no_grad():
+        expected = (bound(x).argmax(1) == y) & (bound(x_adv).argmax(1) == y)
+    assert torch.equal(res.adv[(1.0, None, "apgd-ce")], expected)
+    assert 0 < int(expected.sum()) < int((bound(x).argmax(1) == y).sum())  # the attack broke some, not all

@@ -1,6 +1,8 @@
 """The evaluation attacks, by canonical name (the ``attack`` field of results.json rows).
 
-Each entry is ``fn(predict, x, y, *, eps, generator=None, norm="linf") -> x_adv``.
+Each entry is ``fn(predict, x, y, *, eps, generator=None, norm="linf") -> x_adv``; entries in
+:data:`REPORTS` also take ``progress=`` (a callable given an
+:class:`~oat.attacks.autoattack.AAProgress` as the attack goes: per component, per batch).
 Evaluation PGD uses Madry's step 2.5·ε/k, a random start, keeps each example's worst
 iterate and runs in fp32 (callers must not wrap it in autocast: bf16 gradients make the
 attack weaker and inflate RA).
@@ -20,17 +22,20 @@ from oat.errors import ConfigError
 
 ATTACKS: dict[str, Callable] = {}
 BATCHABLE: set[str] = set()  # attacks whose per-example result does not depend on batch-mates
+REPORTS: set[str] = set()  # attacks that take ``progress=`` (long ones: minutes per batch)
 
 
-def register_attack(name: str, batchable: bool = True):
-    """Register an evaluation attack. ``batchable``: it may run on several λ in one batch."""
+def register_attack(name: str, batchable: bool = True, reports: bool = False):
+    """Register an evaluation attack. ``batchable``: it may run on several λ in one batch;
+    ``reports``: it takes a ``progress`` callable."""
 
     def deco(fn):
         ATTACKS[name] = fn
-        if batchable:
-            BATCHABLE.add(name)
-        else:
-            BATCHABLE.discard(name)
+        for flag, names in ((batchable, BATCHABLE), (reports, REPORTS)):
+            if flag:
+                names.add(name)
+            else:
+                names.discard(name)
         return fn
 
     return deco
@@ -75,14 +80,15 @@ def cw_pgd(predict, x, y, *, eps, generator=None, norm="linf"):
     return pgd(predict, x, y, eps=eps, steps=30, loss="cw", norm=norm, generator=generator)
 
 
-@register_attack("autoattack", batchable=False)
-def autoattack_standard(predict, x, y, *, eps, generator=None, norm="linf"):
+@register_attack("autoattack", batchable=False, reports=True)
+def autoattack_standard(predict, x, y, *, eps, generator=None, norm="linf", progress=None):
     """Standard AutoAttack: APGD-CE, APGD-T, FAB-T, Square (costly: minutes per batch on a CPU)."""
-    return autoattack(predict, x, y, eps=eps, norm=norm, version="standard", generator=generator)
+    return autoattack(predict, x, y, eps=eps, norm=norm, version="standard", generator=generator,
+                      progress=progress)
 
 
-@register_attack("apgd-ce", batchable=False)
-def apgd_ce(predict, x, y, *, eps, generator=None, norm="linf"):
+@register_attack("apgd-ce", batchable=False, reports=True)
+def apgd_ce(predict, x, y, *, eps, generator=None, norm="linf", progress=None):
     """AutoAttack's APGD-CE alone, as in the standard version (100 iterations, one restart)."""
     return autoattack(predict, x, y, eps=eps, norm=norm, version="custom", attacks=("apgd-ce",),
-                      generator=generator, apgd_restarts=1)
+                      generator=generator, apgd_restarts=1, progress=progress)

@@ -84,7 +84,7 @@ def evaluate_run(run, plan: EvalPlan | None = None, *, progress: bool = False, r
     Args:
         run: run folder (or a checkpoint folder inside it).
         plan: what to measure (:class:`~oat.evaluate.plan.EvalPlan`; its defaults when None).
-        progress: progress bar.
+        progress: progress bar (without one, AutoAttack logs a line per finished component).
         report: rewrite ``RUN/report.md`` and ``RUN/report.html`` afterwards.
         log: where the table goes.
         **settings: :class:`EvalPlan` fields (``split="val"``, ``attacks=[...]`` …), applied on
@@ -112,7 +112,7 @@ def evaluate_run(run, plan: EvalPlan | None = None, *, progress: bool = False, r
         jpath.unlink()
     result = sweep(model, dataset, lams=lams, widths=widths, attacks=list(plan.attacks), eps=eps,
                    batch_size=batch_size, device=device, seed=seed, subset=subset, progress=progress, norm=norm,
-                   journal=Journal(jpath, checkpoint=sha, log=log), batch_lams=plan.batch_lams)
+                   journal=Journal(jpath, checkpoint=sha, log=log), batch_lams=plan.batch_lams, log=log)
     items = [({**r, **provenance(ckpt_path, sha, subset=subset, n_split=len(dataset), seed=seed,
                                  attack=r["attack"])}, c, cl)
              for r, c, cl in per_example(result, eps=eps, split=split, slimmable=model.spec.slimmable, norm=norm)]
