@@ -303,7 +303,8 @@ def jobs(s: dict, continuous: bool, ablations: bool) -> list[tuple]:
 
     def main(seed):
         return [("oat", seed, None, {"objective": "oat"}, PAPER_LAMS)] + [
-            ("dedicated", seed, lam, {"objective": "pgdat", "lam": lam}, (lam,)) for lam in s.get("dedicated_lams", PAPER_LAMS)
+            ("dedicated", seed, lam, {"objective": "pgdat", "lam": lam}, (lam,))
+            for lam in s.get("dedicated_lams", PAPER_LAMS)  # a record from before the option: the paper's set
         ]
 
     def cont(seed):
