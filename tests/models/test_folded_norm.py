@@ -45,3 +45,29 @@ def test_training_mode_keeps_batch_statistics():
     out = m.predictor(0.2)(x)  # training mode: BN normalises with the batch, nothing is folded
     m.eval()
     assert not torch.allclose(out, m(x, 0.2))
+
+
+@pytest.mark.parametrize("name,kw", [("small-cnn", {}), ("resnet18", {"base": 4})])
+def test_dedicated_predictor_folds_bn(name, kw, monkeypatch):
+    """A dedicated model (no FiLM, one BN) folds its eval-mode BN on the attack path too: same
+    logits and input gradients as its forward, and no BatchNorm module runs while attacking."""
+    torch.manual_seed(0)
+    m = create_model(name, Conditioning.dedicated(1.0), in_channels=3, **kw)
+    m.train()
+    with torch.no_grad():
+        for _ in range(2):
+            m(torch.rand(12, 3, 16, 16), 1.0)
+    m.eval()
+    x = torch.rand(5, 3, 16, 16)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ref = m(xa, 1.0)
+    predict = m.predictor(1.0, None, 5)
+    calls = []
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            monkeypatch.setattr(mod, "forward", lambda *a, _c=calls: _c.append(1))
+    got = predict(xb)
+    assert not calls  # every BN was folded
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    (ga,), (gb,) = torch.autograd.grad(ref.sum(), xa), torch.autograd.grad(got.sum(), xb)
+    torch.testing.assert_close(gb, ga, rtol=1e-4, atol=1e-7)

@@ -57,23 +57,33 @@ class Norm(nn.Module):
         self.film = FiLM(channels, spec.film_input_dim, spec.film_form) if (spec.film and film) else None
 
     def forward(self, x: torch.Tensor, ctx: Ctx) -> torch.Tensor:
-        if self.film is not None and ctx.film_cache is not None and not self.training and ctx.route != "mixed":
-            # Attack path (eval mode, cached FiLM): BN with running statistics and FiLM are
-            # both per-channel affine maps, so they fold into one per-example scale and
-            # shift, computed once per predictor and reused on every PGD step.
+        if ctx.film_cache is not None and not self.training and self._one_branch(ctx):
+            # Attack path (eval mode, a predictor's context): BN with running statistics and
+            # FiLM are both per-channel affine maps, so they fold into one (per-example) scale
+            # and shift, computed once per predictor and reused on every PGD step. A BN alone
+            # (a dedicated model, a shortcut) folds the same way, so a dedicated model's attack
+            # pays no more per step than an OAT model's.
             scale, shift = self._folded(x, ctx)
             return torch.addcmul(shift, x, scale)
         x = self.bn(x, ctx)
         return x if self.film is None else self.film(x, ctx)
 
+    def _one_branch(self, ctx: Ctx) -> bool:
+        """Whether every example of ``ctx`` takes the same BN (what a fold needs)."""
+        return ctx.route != "mixed" or not self.bn.dual
+
     @torch.no_grad()
     def _folded(self, x: torch.Tensor, ctx: Ctx) -> tuple[torch.Tensor, torch.Tensor]:
         key = ("norm", id(self), x.dtype)
         if key not in ctx.film_cache:
-            mu, sigma = self.film.params(ctx.enc, x.shape[1])  # FiLM(z) = μ·z + σ, per distinct λ
-            scale, shift = fold(self.bn.branch(ctx), mu, sigma)
-            if ctx.inverse is not None:
-                scale, shift = scale[ctx.inverse], shift[ctx.inverse]
+            bn = self.bn.branch(ctx)
+            if self.film is None:
+                scale, shift = bn_affine(bn)
+            else:
+                mu, sigma = self.film.params(ctx.enc, x.shape[1])  # FiLM(z) = μ·z + σ, per distinct λ
+                scale, shift = fold(bn, mu, sigma)
+                if ctx.inverse is not None:
+                    scale, shift = scale[ctx.inverse], shift[ctx.inverse]
             view = (-1, x.shape[1]) + (1,) * (x.dim() - 2)
             ctx.film_cache[key] = (scale.view(view).to(x.dtype), shift.view(view).to(x.dtype))
         return ctx.film_cache[key]
