@@ -166,6 +166,9 @@ def base_config(s: dict, data_dir, seed: int) -> dict:
         batch_size=s["batch_size"],
         seed=seed,
         lr=s["lr"],
+        # fp32 for every model: amp=auto may pick bf16 on a CPU where it measures faster, and a
+        # comparison must not mix precisions (the authors train in fp32).
+        amp="off",
     )
 
 
@@ -275,6 +278,8 @@ _INERT_KEYS = ("eval_split",)
 def _same_config(rec: dict, cfg: dict) -> bool:
     """Whether a cached record was trained with ``cfg`` (keys that never changed training ignored)."""
     stored = {k: v for k, v in rec.get("config", cfg).items() if k not in _INERT_KEYS}
+    # Records from before amp was pinned trained in fp32 (amp=auto then meant bf16 on CUDA only).
+    stored.setdefault("amp", "off")
     return stored == cfg
 
 

@@ -192,3 +192,13 @@ def test_budget_table_reads_each_budget_and_keeps_only_the_chosen_lams(tmp_path)
         tmp_path / "tradeoff-fashion-mnist-budget.md").read_text()
     assert (tmp_path / "tradeoff-fashion-mnist-budget.png").stat().st_size > 0
     assert tradeoff_budget.main(["--budgets", "b64-e3", "--out", str(tmp_path)]) == 2  # not run yet
+
+
+def test_cached_models_of_earlier_versions_count_as_fp32():
+    """Every model is trained in fp32 (amp off); a record from before the pin trained in fp32 too."""
+    cfg = {**tradeoff.base_config(tradeoff.settings(tradeoff.parse_args(["--data", "digits"])), None, 0),
+           "objective": "oat"}
+    assert cfg["amp"] == "off"
+    old = {k: v for k, v in cfg.items() if k != "amp"}
+    assert tradeoff._same_config({"config": old}, cfg)
+    assert not tradeoff._same_config({"config": {**old, "amp": "bf16"}}, cfg)

@@ -51,7 +51,9 @@ class LoopOptions:
         epochs: epochs to train to.
         base_lr: the cosine schedule's starting learning rate.
         device: where the batches and the model live.
-        amp: ``"bf16"``, ``"off"`` or ``"auto"`` (bf16 on CUDA).
+        amp: ``"bf16"``, ``"off"`` or ``"auto"`` (bf16 on CUDA, fp32 elsewhere: the runner resolves
+            ``auto`` by measurement first, see :mod:`oat.train.precision`; a resumed run of an earlier
+            version keeps this meaning).
         seed: seeds each epoch's generator, with the epoch and the rank.
         nonfinite: ``"stop"`` or ``"skip"`` a step whose loss or gradients are not finite.
         progress: show a progress bar.

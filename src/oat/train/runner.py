@@ -35,6 +35,7 @@ from oat.train.config import TrainConfig
 from oat.train.loop import LoopOptions, LoopState, StopFlag, catch_signals, fit
 from oat.train.network import build_network, check_buildable, config_for, record, write_copy
 from oat.train.objectives import OAT, OATS, PGDAT, AttackConfig
+from oat.train.precision import resolve_amp, time_train_pass
 from oat.train.preflight import check_config, check_model
 from oat.train.sampling import LamSampling
 from oat.train.warm_start import init_from_run
@@ -192,9 +193,13 @@ def _train(cfg: TrainConfig, out: Path, resuming: bool, overwrite: bool, info, d
     if len(loader) == 0:
         raise ConfigError(f"batch size {cfg.batch_size} leaves no full batch of the training split")
     objective = build_objective(cfg, model.spec, eps)
+    amp_record = None
+    if not resuming:  # a resumed run keeps the precision it started with (its config says which)
+        cfg, amp_record = _choose_amp(cfg, model, (local_batch, *data.image_shape), device, info)
     if info.is_main and not resuming:  # the inputs are good: only now create (or replace) the run folder
         create_run_dir(out, overwrite, log)
         meta = {"config": cfg.to_dict(), "eps": eps, "data": data.info(), "world_size": info.world_size,
+                "amp": amp_record,
                 "distributed": {**info.record(), "global_batch": cfg.batch_size, "batch_per_rank": local_batch,
                                 "lr_rule": "lr is for the global batch; not rescaled with world size"},
                 **provenance(device)}
@@ -219,6 +224,17 @@ def _train(cfg: TrainConfig, out: Path, resuming: bool, overwrite: bool, info, d
         raise ddp.DistributedError(f"rank {info.rank}: a distributed step failed (another process died, or "
                                    f"did not answer within {info.timeout_s:g} s): {first}") from e
     return state
+
+
+def _choose_amp(cfg: TrainConfig, model, shape: tuple[int, ...], device, info) -> tuple[TrainConfig, dict]:
+    """``cfg`` with ``amp`` resolved to ``bf16`` or ``off`` (see :mod:`oat.train.precision`), and why."""
+    amp, rec = resolve_amp(
+        cfg.amp, device,
+        measure=lambda: time_train_pass(model, shape, model.spec.lams[-1], channels_last=cfg.channels_last),
+        # A timing must not decide a reproducible run, nor differ between the processes of one.
+        reproducible=cfg.deterministic or info.enabled,
+    )
+    return cfg.replace(amp=amp), rec
 
 
 class _Checkpointer:
