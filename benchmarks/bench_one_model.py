@@ -55,13 +55,15 @@ def main() -> None:
     p.add_argument("--eps", type=float, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--amp", default="off", choices=("off", "bf16", "auto"),
+                   help="training precision of every run (default fp32: auto may choose per run by a timing)")
     p.add_argument("--no-eval", dest="eval", action="store_false")
     p.add_argument("--out", default="bench_one_model")
     args = p.parse_args()
     set_threads(args.threads)
     device = torch.device(args.device)
     base = dict(data=args.data, data_dir=args.data_dir, val_size=args.val_size, model=args.model, epochs=args.epochs,
-                batch_size=args.batch_size, eps=args.eps, device=args.device, seed=0)
+                batch_size=args.batch_size, eps=args.eps, device=args.device, seed=0, amp=args.amp)
     tmp = Path(tempfile.mkdtemp(prefix="oat-bench-one-model-"))
     oat_cfg = TrainConfig.from_dict({**base, "objective": "oat", "lams": list(PAPER_LAMS)})
     oat_secs, rows = [], []
