@@ -140,6 +140,8 @@ def settings(args) -> dict:
         seeds=list(args.seeds),
         attacks=list(args.attacks),
         aa_subset=args.aa_subset,
+        aa_lams=args.aa_lams,
+        aa_alphas=args.aa_alphas,
         lams=list(PAPER_LAMS),
         dedicated_lams=list(args.dedicated_lams or PAPER_LAMS),
         full=args.full,
@@ -207,7 +209,7 @@ def _evaluate(folder: Path, rec: dict, s: dict, eval_lams, log, blend: bool = Fa
     rec_path = folder / "bench.json"
     for attack, subset in _eval_plan(s, blend):
         have = {(round(r["lam"], 6), r["attack"]) for r in rec["rows"]}
-        todo = [v for v in eval_lams if (round(v, 6), attack) not in have]
+        todo = [v for v in eval_lams if (round(v, 6), attack) not in have and _planned(s, attack, v, blend)]
         if not todo:
             continue
         t0 = time.perf_counter()
@@ -290,6 +292,13 @@ def _cached(folder: Path, cfg: dict) -> dict | None:
     if rec is None or not _same_config(rec, cfg) or not rec["rows"]:
         return None
     return rec
+
+
+def _planned(s: dict, attack: str, value: float, blend: bool) -> bool:
+    """Whether ``attack`` runs at this λ (α for a blend): AutoAttack only at ``aa_lams``/``aa_alphas``
+    when given (it costs tens of PGD-20s on a CPU)."""
+    points = s.get("aa_alphas" if blend else "aa_lams") if attack == "autoattack" else None
+    return points is None or any(abs(value - p) < 1e-6 for p in points)
 
 
 def _eval_plan(s: dict, blend: bool = False) -> list[tuple[str, int | None]]:
@@ -458,7 +467,9 @@ def _settings_line(s: dict) -> str:
         f"train images {s['train_size'] or 'all'}, seeds {s['seeds']}; SA on the whole test split, "
         f"RA (pgd20) on {s['ra_subset'] or 'all'} test images (seeded subset)"
         + (f", the alternatives' on {s['alt_ra_subset']}" if s.get("alternatives") and s.get("alt_ra_subset") else "")
-        + (f", AutoAttack on {s['aa_subset']}." if "autoattack" in s["attacks"] else ".")
+        + (f", AutoAttack on {s['aa_subset']}" + (f" at λ {s['aa_lams']}" if s.get("aa_lams") else "")
+           + (f" and α {s['aa_alphas']}" if s.get("aa_alphas") else "") + "."
+           if "autoattack" in s["attacks"] else ".")
     )
 
 
@@ -476,6 +487,10 @@ def parse_args(argv=None):
     p.add_argument("--ra-subset", type=int, default=None, help="test images for RA (default: preset)")
     p.add_argument("--attacks", nargs="+", default=["pgd20"])
     p.add_argument("--aa-subset", type=int, default=500, help="test images for AutoAttack")
+    p.add_argument("--aa-lams", type=float, nargs="+", default=None,
+                   help="λ at which AutoAttack runs, on OAT and dedicated models (default: every λ)")
+    p.add_argument("--aa-alphas", type=float, nargs="+", default=None,
+                   help="α at which AutoAttack runs on a blend (default: every α)")
     p.add_argument("--full", action="store_true", help="paper-scale settings (for a GPU)")
     p.add_argument("--continuous", action="store_true")
     p.add_argument("--ablations", action="store_true")

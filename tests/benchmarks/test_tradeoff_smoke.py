@@ -202,3 +202,13 @@ def test_cached_models_of_earlier_versions_count_as_fp32():
     old = {k: v for k, v in cfg.items() if k != "amp"}
     assert tradeoff._same_config({"config": old}, cfg)
     assert not tradeoff._same_config({"config": {**old, "amp": "bf16"}}, cfg)
+
+
+def test_autoattack_runs_only_at_the_chosen_points():
+    s = tradeoff.settings(tradeoff.parse_args(["--data", "digits", "--attacks", "pgd20", "autoattack",
+                                               "--aa-lams", "0.2", "1", "--aa-alphas", "0.9"]))
+    assert [v for v in (0, 0.1, 0.2, 1) if tradeoff._planned(s, "autoattack", v, False)] == [0.2, 1]
+    assert [v for v in (0.8, 0.9, 1) if tradeoff._planned(s, "autoattack", v, True)] == [0.9]
+    assert all(tradeoff._planned(s, "pgd20", v, b) for v in (0, 0.9) for b in (False, True))
+    every = tradeoff.settings(tradeoff.parse_args(["--data", "digits", "--attacks", "autoattack"]))
+    assert tradeoff._planned(every, "autoattack", 0.1, False) and tradeoff._planned(every, "autoattack", 0.3, True)
