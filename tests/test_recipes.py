@@ -120,5 +120,6 @@ def test_recipe_run_writes_the_resolved_config(tmp_path, capsys):
     recipe = load_recipe("digits-small-oat")
     assert cfg["epochs"] == 1 and cfg["attack_steps"] == 1 and cfg["model_kwargs"] == {"base": 8}
     assert cfg["eps"] == recipe["eps"] == 0.3 and cfg["batch_size"] == recipe["batch_size"] == 64
+    assert cfg["amp"] in ("bf16", "off")  # amp=auto is resolved (and recorded) before training
     assert TrainConfig.from_dict(cfg) == TrainConfig.from_dict({**recipe, **{k: cfg[k] for k in (
-        "epochs", "attack_steps", "model_kwargs", "device")}})
+        "epochs", "attack_steps", "model_kwargs", "device", "amp")}})
