@@ -212,3 +212,11 @@ def test_autoattack_runs_only_at_the_chosen_points():
     assert all(tradeoff._planned(s, "pgd20", v, b) for v in (0, 0.9) for b in (False, True))
     every = tradeoff.settings(tradeoff.parse_args(["--data", "digits", "--attacks", "autoattack"]))
     assert tradeoff._planned(every, "autoattack", 0.1, False) and tradeoff._planned(every, "autoattack", 0.3, True)
+
+
+def test_the_paper_oat_trains_only_when_named():
+    named = tradeoff.settings(tradeoff.parse_args(["--data", "digits", "--seeds", "0", "--variants", "oat", "oat-id"]))
+    alone = tradeoff.settings(tradeoff.parse_args(["--data", "digits", "--seeds", "0", "--variants", "oat-id"]))
+    assert [j[0] for j in tradeoff.jobs(named, False, False)].count("oat") == 1
+    names = [j[0] for j in tradeoff.jobs(alone, False, False)]
+    assert "oat" not in names and names.count("dedicated") == 6 and "oat-id" in names
