@@ -395,7 +395,7 @@ def write_outputs(records: list[dict], s: dict, args, elapsed: float) -> None:
                                         f"{ALTERNATIVES[a][2]}, attacked as one model"))
     if doc["curve_gaps"]:
         md.append(ts.gaps_markdown(doc["curve_gaps"]))
-    if (len(s["variants"]) > 1 or s["alternatives"]) and main:
+    if len(s["variants"]) > 1 or s["alternatives"]:
         curves = {v: ts.compare(records, args.data, v) for v in s["variants"]}
         curves.update({a: ts.curve(records, args.data, a) for a in s["alternatives"]})
         ts.plot_curves(curves, out / f"{name}-curves.png", f"{args.data}: SA vs RA, every variant")

@@ -225,6 +225,8 @@ def plot_curves(curves: dict[str, list[dict]], path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     attacks = sorted({r["attack"] for rows in curves.values() for r in rows})
+    if not attacks:  # nothing evaluated yet (a partial run writes its outputs after every model)
+        return
     fig, axes = plt.subplots(1, len(attacks), figsize=(6 * len(attacks), 4.5), squeeze=False)
     for ax, attack in zip(axes[0], attacks):
         ded = {}

@@ -220,3 +220,8 @@ def test_the_paper_oat_trains_only_when_named():
     assert [j[0] for j in tradeoff.jobs(named, False, False)].count("oat") == 1
     names = [j[0] for j in tradeoff.jobs(alone, False, False)]
     assert "oat" not in names and names.count("dedicated") == 6 and "oat-id" in names
+
+
+def test_curve_plot_of_nothing_evaluated_yet_writes_nothing(tmp_path):
+    ts.plot_curves({"oat-id": [], "mix-probs": []}, tmp_path / "c.png", "t")
+    assert not (tmp_path / "c.png").exists()
