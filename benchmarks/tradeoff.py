@@ -178,7 +178,7 @@ def run_model(folder: Path, cfg: dict, variant: str, seed: int, lam, s: dict, ev
     """Train (unless cached) and evaluate one model; returns its record."""
     rec_path = folder / "bench.json"
     rec = json.loads(rec_path.read_text()) if rec_path.exists() else None
-    if rec is not None and not _same_config(rec, cfg):
+    if rec is not None and not _same_config(rec, cfg, folder):
         rec = None  # trained with other settings: train again
     if rec is None:
         log(f"train {variant} seed={seed}" + (f" λ={lam:g}" if lam is not None else "") + f" → {folder}")
@@ -277,19 +277,29 @@ def _with_same_subset_rows(folder: Path, rec: dict, eval_lams) -> dict:
 _INERT_KEYS = ("eval_split",)
 
 
-def _same_config(rec: dict, cfg: dict) -> bool:
+def _same_config(rec: dict, cfg: dict, folder: Path | None = None) -> bool:
     """Whether a cached record was trained with ``cfg`` (keys that never changed training ignored)."""
     stored = {k: v for k, v in rec.get("config", cfg).items() if k not in _INERT_KEYS}
-    # Records from before amp was pinned trained in fp32 (amp=auto then meant bf16 on CUDA only).
-    stored.setdefault("amp", "off")
+    # A record from before amp was pinned says nothing of it: amp=auto then meant fp32 on a CPU
+    # (bf16 on CUDA, which is then trained again), so its run folder's device decides.
+    if "amp" not in stored and folder is not None and _trained_on(folder).startswith("cpu"):
+        stored["amp"] = "off"
     return stored == cfg
+
+
+def _trained_on(folder: Path) -> str:
+    """The device a run folder's model was trained on ('' if unknown)."""
+    try:
+        return str(json.loads((folder / "config.json").read_text()).get("device", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 def _cached(folder: Path, cfg: dict) -> dict | None:
     """The record of a model trained with ``cfg`` and evaluated, or None."""
     path = folder / "bench.json"
     rec = json.loads(path.read_text()) if path.exists() else None
-    if rec is None or not _same_config(rec, cfg) or not rec["rows"]:
+    if rec is None or not _same_config(rec, cfg, folder) or not rec["rows"]:
         return None
     return rec
 
@@ -520,6 +530,11 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(args.threads)
     s = settings(args)
+    for key, grid in (("aa_lams", PAPER_LAMS + CONT_LAMS), ("aa_alphas", ALPHAS)):
+        if off := [v for v in s[key] or [] if not any(abs(v - g) < 1e-6 for g in grid)]:
+            print(f"tradeoff: error: --{key.replace('_', '-')} {off} not in the evaluated set {list(grid)}",
+                  file=sys.stderr)
+            return 2
     t0 = time.perf_counter()
     records = []
     try:

@@ -194,14 +194,19 @@ def test_budget_table_reads_each_budget_and_keeps_only_the_chosen_lams(tmp_path)
     assert tradeoff_budget.main(["--budgets", "b64-e3", "--out", str(tmp_path)]) == 2  # not run yet
 
 
-def test_cached_models_of_earlier_versions_count_as_fp32():
-    """Every model is trained in fp32 (amp off); a record from before the pin trained in fp32 too."""
+def test_cached_models_of_earlier_versions_count_as_fp32_only_if_trained_on_a_cpu(tmp_path):
+    """Every model is trained in fp32 (amp off); a record from before the pin did so on a CPU only."""
     cfg = {**tradeoff.base_config(tradeoff.settings(tradeoff.parse_args(["--data", "digits"])), None, 0),
            "objective": "oat"}
     assert cfg["amp"] == "off"
     old = {k: v for k, v in cfg.items() if k != "amp"}
-    assert tradeoff._same_config({"config": old}, cfg)
-    assert not tradeoff._same_config({"config": {**old, "amp": "bf16"}}, cfg)
+    for device, reused in (("cpu", True), ("cuda:0", False)):
+        folder = tmp_path / device
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"device": device}))
+        assert tradeoff._same_config({"config": old}, cfg, folder) is reused
+    assert not tradeoff._same_config({"config": old}, cfg, tmp_path / "nowhere")  # unknown: train again
+    assert not tradeoff._same_config({"config": {**old, "amp": "bf16"}}, cfg, tmp_path / "cpu")
 
 
 def test_autoattack_runs_only_at_the_chosen_points():
@@ -225,3 +230,12 @@ def test_the_paper_oat_trains_only_when_named():
 def test_curve_plot_of_nothing_evaluated_yet_writes_nothing(tmp_path):
     ts.plot_curves({"oat-id": [], "mix-probs": []}, tmp_path / "c.png", "t")
     assert not (tmp_path / "c.png").exists()
+
+
+@pytest.mark.parametrize("flag", ["--aa-lams", "--aa-alphas"])
+def test_autoattack_points_off_the_grid_are_refused(flag, tmp_path, capsys):
+    argv = ["--data", "digits", "--attacks", "autoattack", flag, "0.6", "--runs", str(tmp_path / "runs"),
+            "--out", str(tmp_path / "out")]
+    assert tradeoff.main(argv) == 2
+    assert f"{flag} [0.6]" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything was trained or written

@@ -71,3 +71,20 @@ def test_dedicated_predictor_folds_bn(name, kw, monkeypatch):
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
     (ga,), (gb,) = torch.autograd.grad(ref.sum(), xa), torch.autograd.grad(got.sum(), xb)
     torch.testing.assert_close(gb, ga, rtol=1e-4, atol=1e-7)
+
+
+def test_single_bn_film_model_folds_a_batch_mixing_clean_and_adversarial_lams():
+    """With one BN (the single-BN ablation) a batch mixing λ = 0 and λ > 0 takes one BN, so it folds too."""
+    torch.manual_seed(0)
+    m = create_model("small-cnn", Conditioning(lams=PAPER_LAMS, dual_bn=False), in_channels=3)
+    m.train()
+    with torch.no_grad():
+        m(torch.rand(12, 3, 16, 16), torch.tensor(PAPER_LAMS * 2))
+    m.eval()
+    x = torch.rand(6, 3, 16, 16)
+    lam = torch.tensor([0.0, 1.0, 0.1, 0.0, 0.4, 1.0])
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ref, got = m(xa, lam), m.predictor(lam, None, 6)(xb)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    (ga,), (gb,) = torch.autograd.grad(ref.sum(), xa), torch.autograd.grad(got.sum(), xb)
+    torch.testing.assert_close(gb, ga, rtol=1e-4, atol=1e-7)

@@ -70,16 +70,71 @@ def _recorded(run):
     return meta["config"]["amp"], meta["amp"]
 
 
-def test_the_run_records_the_measured_choice_and_resumes_in_it(tmp_path, monkeypatch):
+def _interrupted_run(tmp_path, monkeypatch, speed):
+    """A run stopped by SIGINT after its first step (as a user's Ctrl-C), bf16 measured ``speed``× per pass."""
+    import os
+    import signal
+
+    from oat.errors import TrainingInterrupted
+    from oat.train.config import TrainConfig
+    from oat.train.runner import train
+
     monkeypatch.setattr(precision, "native_bf16_cpu", lambda: True)
-    monkeypatch.setattr("oat.train.runner.time_train_pass", lambda *a, **k: (1.0, 0.5))
-    run = _fit(tmp_path, "fast-bf16")
+    monkeypatch.setattr("oat.train.runner.time_train_pass", lambda *a, **k: (1.0, 1.0 / speed))
+    cfg = TrainConfig.from_dict(dict(data="digits", val_size=300, model_kwargs={"base": 4}, epochs=2, batch_size=200,
+                                     attack_steps=1, train_attack_precision="amp", seed=0, device="cpu"))
+    run = tmp_path / "run"
+    sent = []
+
+    def ctrl_c_once(state, model):
+        if not sent:
+            sent.append(os.kill(os.getpid(), signal.SIGINT))
+
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, run, progress=False, log=lambda *_: None, step_hook=ctrl_c_once)
+    return run
+
+
+def _amps_used(monkeypatch):
+    from oat.train import loop
+
+    used, real = [], loop.autocast_for
+    monkeypatch.setattr(loop, "autocast_for", lambda device, amp: used.append(amp) or real(device, amp))
+    return used
+
+
+def test_the_run_records_the_measured_choice_and_resumes_in_it(tmp_path, monkeypatch):
+    run = _interrupted_run(tmp_path, monkeypatch, speed=2.0)
     amp, rec = _recorded(run)
     assert amp == "bf16" and rec["requested"] == "auto" and rec["speedup"] == pytest.approx(2.0)
-    # Resumed on a machine where bf16 measures slower, the run keeps the precision it started in.
-    monkeypatch.setattr("oat.train.runner.time_train_pass", lambda *a, **k: (1.0, 3.0))
-    oat.fit({"epochs": 2}, run, resume=True, evaluate=False, progress=False, log=lambda *_: None)
-    assert _recorded(run)[0] == "bf16"
+    # Resumed where nothing may be measured, the run trains on in the precision it started with.
+    monkeypatch.setattr("oat.train.runner.time_train_pass", lambda *a, **k: _never())
+    used = _amps_used(monkeypatch)
+    oat.fit({}, run, resume=True, evaluate=False, progress=False, log=lambda *_: None)
+    assert used and set(used) == {"bf16"}
+
+
+def test_a_run_saved_with_auto_by_an_earlier_version_resumes_in_fp32_on_the_cpu(tmp_path, monkeypatch):
+    run = _interrupted_run(tmp_path, monkeypatch, speed=2.0)
+    meta = json.loads((run / "config.json").read_text())
+    meta["config"]["amp"] = "auto"  # as written before auto was resolved
+    meta.pop("amp")
+    (run / "config.json").write_text(json.dumps(meta))
+    monkeypatch.setattr("oat.train.runner.time_train_pass", lambda *a, **k: _never())
+    used = _amps_used(monkeypatch)
+    oat.fit({}, run, resume=True, evaluate=False, progress=False, log=lambda *_: None)
+    from oat.train.loop import autocast_for
+
+    assert used and set(used) == {"auto"}
+    assert not autocast_for(CPU, "auto")._enabled  # an earlier version's auto: fp32 on the CPU
+
+
+def test_a_step_gains_only_in_its_autocast_passes(monkeypatch):
+    """With the training PGD in fp32 (the default) a 2.7× faster pass is a 1.16× faster step: fp32 it stays."""
+    monkeypatch.setattr(precision, "native_bf16_cpu", lambda: True)
+    amp, rec = resolve_amp("auto", CPU, measure=lambda: (2.7, 1.0), fp32_passes=7)
+    assert amp == "off" and rec["speedup"] == pytest.approx(9 * 2.7 / (7 * 2.7 + 2 * 1.0))
+    assert resolve_amp("auto", CPU, measure=lambda: (2.7, 1.0), fp32_passes=0)[0] == "bf16"
 
 
 def test_a_deterministic_run_records_fp32(tmp_path, monkeypatch):

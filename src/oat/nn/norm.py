@@ -85,5 +85,7 @@ class Norm(nn.Module):
                 if ctx.inverse is not None:
                     scale, shift = scale[ctx.inverse], shift[ctx.inverse]
             view = (-1, x.shape[1]) + (1,) * (x.dim() - 2)
+            # Cast to the input's dtype: under bf16 autocast (train_attack_precision=amp) the shift
+            # is rounded once here, where an unfolded BN would subtract the mean in bf16 instead.
             ctx.film_cache[key] = (scale.view(view).to(x.dtype), shift.view(view).to(x.dtype))
         return ctx.film_cache[key]

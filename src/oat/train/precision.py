@@ -4,9 +4,12 @@ On CUDA bf16 is the default (tensor cores). On a CPU it depends on the processor
 bf16 (AVX-512-BF16, AMX) oneDNN runs bf16 convolutions and matmuls faster than fp32; without it
 bf16 is emulated and several times slower. So ``auto`` on a CPU with native bf16 times the
 training network's forward and backward at the run's batch in both precisions (a copy in eval
-mode: the run's BN statistics and random streams are untouched) and takes bf16 only when it
-is clearly faster. Elsewhere, and where a run must be reproducible (``deterministic``, several
-processes that must agree, a resumed run of an earlier version), ``auto`` stays fp32.
+mode: the run's BN statistics and random streams are untouched), projects the speed of a whole
+training step from it (the training PGD runs outside autocast by default, so only the two
+training passes of a step gain), and takes bf16 only when that step is clearly faster. Elsewhere
+``auto`` is fp32, and so it is where a timing must not decide: ``deterministic`` runs and runs
+of several processes (which must agree). A resumed run of an earlier version, saved with
+``amp: auto``, keeps that version's meaning (bf16 on CUDA, fp32 on a CPU).
 
 The choice is written into the run's configuration (``amp: bf16`` or ``off``) with the
 timings, so a resumed run trains in the precision it started with.
@@ -19,9 +22,11 @@ import time
 
 import torch
 
-# bf16 must save at least this share of the fp32 time to be chosen: the check is short and
-# a CPU shared with other work is noisy, and bf16 rounds the training gradients.
+# bf16 is chosen only when a whole training step is projected to run at least this many times
+# faster: the check is short, a shared CPU is noisy, and bf16 rounds the training gradients.
 MIN_SPEEDUP = 1.3
+# Forward-backward passes of one training step under autocast (the clean and the adversarial pass).
+TRAIN_PASSES = 2
 
 
 def native_bf16_cpu() -> bool:
@@ -30,14 +35,24 @@ def native_bf16_cpu() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
-def resolve_amp(requested: str, device: torch.device, *, measure=None,
-                reproducible: bool = False) -> tuple[str, dict]:
+def step_speedup(fp32_s: float, bf16_s: float, fp32_passes: int, amp_passes: int = TRAIN_PASSES) -> float:
+    """A training step's projected speed-up under bf16 autocast: ``fp32_passes`` passes (the
+    training PGD's, when it runs outside autocast) cost the same in both, ``amp_passes`` gain."""
+    passes = fp32_passes + amp_passes
+    return passes * fp32_s / (fp32_passes * fp32_s + amp_passes * bf16_s) if bf16_s > 0 else 0.0
+
+
+def resolve_amp(requested: str, device: torch.device, *, measure=None, fp32_passes: int = 0,
+                reproducible: bool = False, why_reproducible: str = "a reproducible run") -> tuple[str, dict]:
     """``(amp, record)``: ``bf16`` or ``off`` for ``requested`` (``auto``, ``bf16`` or ``off``).
 
     Args:
         measure: a callable returning ``(fp32_s, bf16_s)``, one training pass in each
             precision; called only for ``auto`` on a CPU with native bf16.
-        reproducible: the run must not depend on a timing (``auto`` is then fp32 on the CPU).
+        fp32_passes: passes of a step that stay fp32 whatever the autocast (the training
+            attack's steps when it runs in fp32).
+        reproducible: a timing must not decide (``auto`` is then fp32 on the CPU);
+            ``why_reproducible`` says why, for the record.
     """
     record = {"requested": requested}
     if requested != "auto":
@@ -47,12 +62,13 @@ def resolve_amp(requested: str, device: torch.device, *, measure=None,
     if device.type != "cpu" or not native_bf16_cpu():
         return "off", {**record, "chosen": "off", "why": "no native bf16 on this device"}
     if reproducible or measure is None:
-        return "off", {**record, "chosen": "off", "why": "a reproducible run does not choose by timing"}
+        return "off", {**record, "chosen": "off", "why": f"{why_reproducible}: not chosen by a timing"}
     fp32_s, bf16_s = measure()
-    speedup = fp32_s / bf16_s if bf16_s > 0 else 0.0
+    speedup = step_speedup(fp32_s, bf16_s, fp32_passes)
     chosen = "bf16" if speedup >= MIN_SPEEDUP else "off"
-    return chosen, {**record, "chosen": chosen, "why": f"measured: bf16 {speedup:.2f}× fp32 "
-                    f"(chosen when ≥ {MIN_SPEEDUP:g}×)", "fp32_s": fp32_s, "bf16_s": bf16_s, "speedup": speedup}
+    return chosen, {**record, "chosen": chosen, "fp32_s": fp32_s, "bf16_s": bf16_s, "fp32_passes": fp32_passes,
+                    "speedup": speedup, "why": f"measured: a step {speedup:.2f}× faster in bf16 (pass {fp32_s / bf16_s:.2f}×, "
+                    f"{fp32_passes} fp32 passes; chosen at ≥ {MIN_SPEEDUP:g}×)"}
 
 
 def time_train_pass(model: torch.nn.Module, shape: tuple[int, ...], lam: float, *, repeats: int = 3,

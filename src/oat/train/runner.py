@@ -123,7 +123,8 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = Fals
 
 
 def _run(cfg, out, resume, overwrite, info, device, progress, log, step_hook, session, given):
-    """Check, then train (every rank); returns the config in force (a resume's saved one) and the state."""
+    """Check, then train (every rank); returns the checked config (a resume's saved one; `amp=auto` is
+    resolved when training starts and recorded in config.json) and the state."""
     try:
         cfg, resuming = _prepare(cfg, out, resume, overwrite, info, given)
         if resuming and info.is_main:
@@ -231,8 +232,11 @@ def _choose_amp(cfg: TrainConfig, model, shape: tuple[int, ...], device, info) -
     amp, rec = resolve_amp(
         cfg.amp, device,
         measure=lambda: time_train_pass(model, shape, model.spec.lams[-1], channels_last=cfg.channels_last),
+        # The training PGD outside autocast costs the same in both precisions.
+        fp32_passes=cfg.attack_steps if cfg.train_attack_precision == "fp32" else 0,
         # A timing must not decide a reproducible run, nor differ between the processes of one.
         reproducible=cfg.deterministic or info.enabled,
+        why_reproducible="deterministic" if cfg.deterministic else "several processes",
     )
     return cfg.replace(amp=amp), rec
 
