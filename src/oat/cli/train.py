@@ -50,7 +50,8 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--deterministic", action="store_true", default=None, help="bit-reproducible kernels")
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: auto)")
-    p.add_argument("--amp", choices=("auto", "bf16", "off"), help="bf16 autocast in training (auto: on CUDA, and on a CPU where measured faster)")
+    p.add_argument("--amp", choices=("auto", "bf16", "off"),
+                   help="bf16 autocast in training (auto: on CUDA, and on a CPU where measured faster)")
     p.add_argument("--out", help="run folder (default runs/<data>-<model>-<objective>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")

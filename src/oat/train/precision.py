@@ -66,9 +66,10 @@ def resolve_amp(requested: str, device: torch.device, *, measure=None, fp32_pass
     fp32_s, bf16_s = measure()
     speedup = step_speedup(fp32_s, bf16_s, fp32_passes)
     chosen = "bf16" if speedup >= MIN_SPEEDUP else "off"
+    why = (f"measured: a step {speedup:.2f}× faster in bf16 (a pass {fp32_s / bf16_s:.2f}×, {fp32_passes} "
+           f"fp32 passes a step; chosen at ≥ {MIN_SPEEDUP:g}×)")
     return chosen, {**record, "chosen": chosen, "fp32_s": fp32_s, "bf16_s": bf16_s, "fp32_passes": fp32_passes,
-                    "speedup": speedup, "why": f"measured: a step {speedup:.2f}× faster in bf16 (pass {fp32_s / bf16_s:.2f}×, "
-                    f"{fp32_passes} fp32 passes; chosen at ≥ {MIN_SPEEDUP:g}×)"}
+                    "speedup": speedup, "why": why}
 
 
 def time_train_pass(model: torch.nn.Module, shape: tuple[int, ...], lam: float, *, repeats: int = 3,
