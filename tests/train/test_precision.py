@@ -130,11 +130,20 @@ def test_a_run_saved_with_auto_by_an_earlier_version_resumes_in_fp32_on_the_cpu(
 
 
 def test_a_step_gains_only_in_its_autocast_passes(monkeypatch):
-    """With the training PGD in fp32 (the default) a 2.7× faster pass is a 1.16× faster step: fp32 it stays."""
+    """With the training PGD in fp32 a 2.7× faster pass is a 1.16× faster step (3 fp32 passes: 1.4×)."""
     monkeypatch.setattr(precision, "native_bf16_cpu", lambda: True)
-    amp, rec = resolve_amp("auto", CPU, measure=lambda: (2.7, 1.0), fp32_passes=7)
-    assert amp == "off" and rec["speedup"] == pytest.approx(9 * 2.7 / (7 * 2.7 + 2 * 1.0))
+    assert precision.step_speedup(2.7, 1.0, 7) == pytest.approx(9 * 2.7 / (7 * 2.7 + 2 * 1.0))
+    amp, rec = resolve_amp("auto", CPU, measure=lambda: (2.7, 1.0), fp32_passes=3)
+    assert amp == "bf16" and rec["speedup"] == pytest.approx(5 * 2.7 / (3 * 2.7 + 2 * 1.0))
+    assert resolve_amp("auto", CPU, measure=lambda: (1.2, 1.0), fp32_passes=3)[0] == "off"
     assert resolve_amp("auto", CPU, measure=lambda: (2.7, 1.0), fp32_passes=0)[0] == "bf16"
+
+
+def test_no_timing_where_no_pass_speed_could_reach_the_bar(monkeypatch):
+    """PGD-7 in fp32 (the default) leaves 2 of 9 passes to gain: at most 1.29×, so nothing is measured."""
+    monkeypatch.setattr(precision, "native_bf16_cpu", lambda: True)
+    amp, rec = resolve_amp("auto", CPU, measure=_never, fp32_passes=7)
+    assert amp == "off" and "cannot" in rec["why"]
 
 
 def test_a_deterministic_run_records_fp32(tmp_path, monkeypatch):

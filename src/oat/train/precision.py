@@ -6,7 +6,8 @@ bf16 is emulated and several times slower. So ``auto`` on a CPU with native bf16
 training network's forward and backward at the run's batch in both precisions (a copy in eval
 mode: the run's BN statistics and random streams are untouched), projects the speed of a whole
 training step from it (the training PGD runs outside autocast by default, so only the two
-training passes of a step gain), and takes bf16 only when that step is clearly faster. Elsewhere
+training passes of a step gain), and takes bf16 only when that step is clearly faster; where no
+pass speed could make the step fast enough (PGD-7 in fp32, the default) it times nothing. Elsewhere
 ``auto`` is fp32, and so it is where a timing must not decide: ``deterministic`` runs and runs
 of several processes (which must agree). A resumed run of an earlier version, saved with
 ``amp: auto``, keeps that version's meaning (bf16 on CUDA, fp32 on a CPU).
@@ -63,6 +64,9 @@ def resolve_amp(requested: str, device: torch.device, *, measure=None, fp32_pass
         return "off", {**record, "chosen": "off", "why": "no native bf16 on this device"}
     if reproducible or measure is None:
         return "off", {**record, "chosen": "off", "why": f"{why_reproducible}: not chosen by a timing"}
+    if step_speedup(1.0, 1e-12, fp32_passes) < MIN_SPEEDUP:  # not even a free bf16 pass would do
+        return "off", {**record, "chosen": "off", "fp32_passes": fp32_passes,
+                       "why": f"{fp32_passes} fp32 passes a step: bf16 cannot make it {MIN_SPEEDUP:g}× faster"}
     fp32_s, bf16_s = measure()
     speedup = step_speedup(fp32_s, bf16_s, fp32_passes)
     chosen = "bf16" if speedup >= MIN_SPEEDUP else "off"
