@@ -7,13 +7,17 @@ one runs. Phases:
 
 1. ``matmul``  — the device's measured bf16 and fp32 matrix-multiply rate (the FLOP yardstick);
 2. ``step``    — images/s of one OAT step (ResNet-34, paper λ set, PGD-7, SGD) at batches 128–512
-   for fp32 eager, bf16 + channels_last, and + ``torch.compile``; peak memory per image;
+   for fp32 eager and bf16 + channels_last; peak memory per image;
 3. ``flops``   — FLOPs of one step counted with ``torch.utils.flop_counter`` and the share of the
    measured bf16 rate the bf16 step reaches;
 4. ``sweep``   — evaluation PGD-20 over the 6 λ: all λ in one batch against λ by λ (oat's two
    sweep paths), on a ResNet-34-shaped model;
 5. ``epoch``   — one epoch of CIFAR-shaped OAT training through the library's ``DeviceLoader``
-   (uint8 data made on the device, crop + flip there) and the projected 200-epoch CIFAR-10 time.
+   (uint8 data made on the device, crop + flip there) and the projected 200-epoch CIFAR-10 time;
+6. ``compile`` — the bf16 + channels_last step again under ``torch.compile``. It runs last because its
+   compilation (in the warm-up, before any deadline can be checked) is the one thing whose length is
+   not known in advance; the JSON and table are rewritten after every phase, so a run stopped from
+   outside keeps every phase that finished.
 
     python benchmarks/gpu_suite.py --out OUT            # on the GPU machine (≤ 8 min)
     python benchmarks/gpu_suite.py --dry-run --out OUT  # tiny sizes on the CPU (the test suite runs it)
@@ -32,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from common import machine, table, write_result  # noqa: E402
+from common import table, write_result  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from oat.conditioning import PAPER_LAMS, Conditioning  # noqa: E402
@@ -44,7 +48,7 @@ from oat.train.objectives import OAT, AttackConfig  # noqa: E402
 
 # Seconds each phase may take; together ≤ 480 (8 minutes), so a 15-minute slot (start-up included)
 # leaves room for one rerun.
-CAPS = {"matmul": 15, "step": 200, "flops": 25, "sweep": 90, "epoch": 150}
+CAPS = {"matmul": 15, "step": 110, "flops": 25, "sweep": 90, "epoch": 120, "compile": 120}
 CIFAR_TRAIN = 45_000  # the paper's CIFAR-10 training split (50,000 less 5,000 for validation)
 PAPER_EPOCHS = 200
 
@@ -141,17 +145,20 @@ def make_step(sz: Sizes, device, batch: int, amp: bool, channels_last: bool, com
     return step
 
 
-def time_steps(step, device, n: int, deadline: float) -> tuple[float, int]:
-    """Seconds per step over up to ``n`` timed steps (after 2 warm-up steps) before ``deadline``."""
+def time_steps(step, device, n: int, deadline: float) -> tuple[float, int, float]:
+    """Seconds per step over up to ``n`` timed steps (after 2 warm-up steps) before ``deadline``, the
+    number timed (0 when the warm-up, e.g. a compilation, used up the time) and the warm-up's seconds."""
+    t0 = time.perf_counter()
     for _ in range(2):
         step()
     sync(device)
+    warm = time.perf_counter() - t0
     t0, done = time.perf_counter(), 0
     while done < n and time.perf_counter() < deadline:
         step()
         done += 1
     sync(device)
-    return (time.perf_counter() - t0) / max(done, 1), done
+    return (time.perf_counter() - t0) / max(done, 1), done, warm
 
 
 def phase_matmul(doc, sz, device, scale):
@@ -163,10 +170,10 @@ def phase_matmul(doc, sz, device, scale):
 SETTINGS = {"fp32": (False, False, False), "bf16+cl": (True, True, False), "bf16+cl+compile": (True, True, True)}
 
 
-def phase_step(doc, sz, device, scale):
-    with Phase(doc, "step", scale) as ph:
+def phase_step(doc, sz, device, scale, name="step", settings=("fp32", "bf16+cl"), batches=None):
+    with Phase(doc, name, scale) as ph:
         rows = []
-        plan = [(s, b) for s in SETTINGS for b in sz.batches if sz.compile or not SETTINGS[s][2]]
+        plan = [(s, b) for s in settings for b in batches or sz.batches]
         for i, (setting, batch) in enumerate(plan):
             share = ph.left() / (len(plan) - i)  # what is left, shared by the measurements still to come
             if share <= 0:
@@ -176,16 +183,27 @@ def phase_step(doc, sz, device, scale):
                 torch.cuda.reset_peak_memory_stats(device)
             amp, cl, comp = SETTINGS[setting]
             try:
-                sec, n = time_steps(make_step(sz, device, batch, amp, cl, comp), device, sz.steps,
-                                    time.perf_counter() + share)
+                sec, n, warm = time_steps(make_step(sz, device, batch, amp, cl, comp), device, sz.steps,
+                                          time.perf_counter() + share)
             except RuntimeError as e:  # e.g. out of memory at the largest batch: record, go on
                 rows.append({"setting": setting, "batch": batch, "error": str(e).splitlines()[0][:160]})
                 continue
-            row = {"setting": setting, "batch": batch, "images_per_s": batch / sec, "timed_steps": n}
+            if n == 0:  # the warm-up (a compilation) ate the share: no timing to report
+                rows.append({"setting": setting, "batch": batch, "warmup_s": warm, "skipped": "no time left"})
+                continue
+            row = {"setting": setting, "batch": batch, "images_per_s": batch / sec, "timed_steps": n,
+                   "warmup_s": warm}
             if device.type == "cuda":
                 row["peak_mib_per_image"] = torch.cuda.max_memory_allocated(device) / 2**20 / batch
             rows.append(row)
         ph.out["rows"] = rows
+
+
+def phase_compile(doc, sz, device, scale):
+    # One batch only: each batch size is a compilation of its own (minutes for this model).
+    if sz.compile:
+        phase_step(doc, sz, device, scale, name="compile", settings=("bf16+cl+compile",),
+                   batches=(sz.batches[len(sz.batches) // 2],))
 
 
 def phase_flops(doc, sz, device, scale):
@@ -259,7 +277,7 @@ def phase_epoch(doc, sz, device, scale):
         ph.out["projected_paper_run_h"] = CIFAR_TRAIN / ph.out["images_per_s"] * PAPER_EPOCHS / 3600
 
 
-PHASES = (phase_matmul, phase_step, phase_flops, phase_sweep, phase_epoch)
+PHASES = (phase_matmul, phase_step, phase_flops, phase_sweep, phase_epoch, phase_compile)
 
 
 def markdown(doc: dict) -> str:
@@ -269,7 +287,7 @@ def markdown(doc: dict) -> str:
     if "matmul" in p:
         lines.append(f"Matmul: bf16 {p['matmul'].get('bf16_tflops', float('nan')):.1f} TFLOP/s, "
                      f"fp32 {p['matmul'].get('fp32_tflops', float('nan')):.1f} TFLOP/s.\n")
-    rows = p.get("step", {}).get("rows", [])
+    rows = p.get("step", {}).get("rows", []) + p.get("compile", {}).get("rows", [])
     if rows:
         lines.append("### OAT step (PGD-7, paper λ set)\n")
         lines.append(table(rows))
@@ -295,16 +313,18 @@ def main(argv=None) -> int:
         torch.backends.cudnn.benchmark = True
     doc = {"settings": {**asdict(sz), "device": str(device), "dry_run": args.dry_run, "caps_s": CAPS,
                         "scale": scale}, "phases": {}}
-    t0 = time.perf_counter()
+    t0, out = time.perf_counter(), Path(args.out)
     for phase in PHASES:
         phase(doc, sz, device, scale)
-    doc["total_s"] = time.perf_counter() - t0
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_result("gpu_suite", doc, out / "gpu_suite.json")
-    doc = json.loads((out / "gpu_suite.json").read_text())
-    (out / "gpu_suite.md").write_text(markdown({**doc, "machine": doc.get("machine", machine(device))}))
+        doc["total_s"] = time.perf_counter() - t0
+        save(doc, out)  # after every phase: a run stopped from outside keeps what finished
     return 1 if any("error" in ph for ph in doc["phases"].values()) else 0
+
+
+def save(doc: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    written = json.loads(write_result("gpu_suite", doc, out / "gpu_suite.json").read_text())
+    (out / "gpu_suite.md").write_text(markdown(written))
 
 
 if __name__ == "__main__":
