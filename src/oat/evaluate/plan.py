@@ -39,7 +39,8 @@ class EvalPlan:
         check_subset: examples per check.
         allow_failed_checks: if False, a failed check raises after the results are written.
         resume: reuse finished batches recorded by an earlier identical evaluation.
-        batch_lams: attack all λ of an example in one batch; None: on accelerators only.
+        batch_lams: attack all λ of an example in one batch; None: λ by λ (measured faster on
+            the CPU and on a GPU).
         data_dir: read the data from here instead of the folder recorded in the checkpoint.
         replace: let these rows supersede those of the same checkpoint and setting at other subsets.
         gallery: images of the split kept with their adversarial versions and predictions at

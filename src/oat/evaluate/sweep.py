@@ -1,14 +1,13 @@
 """Evaluate a model on λ × width × attack (OAT Sec. 4: SA and RA at every λ of the set).
 
-On an accelerator all λ values of a sweep go through the model together: each example is
-repeated once per λ with a per-example λ, so K values cost one pass over the data per
-attack, not K (in eval mode BN uses running statistics, so an example's result does not
-depend on its batch-mates). On the CPU, and for attacks that are not batchable
-(AutoAttack), the sweep runs λ by λ on ``model.at``: a CPU pays per example, not per pass,
-and a batch mixing λ = 0 and λ > 0 cannot use the folded single-branch BN + FiLM of
-``model.at`` (it needs the dual-BN gather/scatter). On the CPU the batched sweep was measured
-slower than the λ-by-λ loop (``benchmarks/bench_sweep.py``; the figures are in
-``benchmarks/README.md``), which is why ``batch_lams=None`` picks by device.
+By default the sweep runs λ by λ on ``model.at``. With ``batch_lams=True`` all λ values go
+through the model together instead: each example is repeated once per λ with a per-example
+λ, so K values cost one pass over the data per attack, not K (in eval mode BN uses running
+statistics, so an example's result does not depend on its batch-mates). But a batch mixing
+λ = 0 and λ > 0 cannot use the folded single-branch BN + FiLM of ``model.at`` (it needs the
+dual-BN gather/scatter), and that costs more than the passes it saves: the batched sweep was
+measured slower on the CPU (``benchmarks/bench_sweep.py``) and on an H200 GPU, ResNet-34
+(``benchmarks/gpu_suite.py``); the figures are in ``benchmarks/README.md``.
 Both paths give the same per-example results for attacks without random starts (tested);
 with random starts they draw different noise (their RNG streams are keyed by the plan).
 
@@ -106,8 +105,8 @@ def sweep(model, dataset, *, lams, widths, attacks, eps: float, batch_size: int 
             examples are still robust.
         norm: threat model, ``"linf"`` or ``"l2"``.
         journal: where finished batches are recorded and read back (resume).
-        batch_lams: put all λ of a chunk in one batch (batchable attacks only); None: on
-            every device but the CPU (see the module notes).
+        batch_lams: put all λ of a chunk in one batch (batchable attacks only); None or
+            False: λ by λ, the faster path on every device measured (see the module notes).
         log: without a progress bar, where one line per finished component of a reporting
             attack goes (AutoAttack: four lines per λ and batch); None: nowhere.
     """
@@ -117,8 +116,7 @@ def sweep(model, dataset, *, lams, widths, attacks, eps: float, batch_size: int 
     result = SweepResult(indices=indices, labels=dataset.labels[indices].cpu())
     journal = journal if journal is not None else Journal(None)
     attacks = list(dict.fromkeys(attacks))
-    if batch_lams is None:
-        batch_lams = torch.device(device).type != "cpu"
+    batch_lams = bool(batch_lams)
     total = len(widths) * len(attacks) * len(indices) * len(lams)
     bar = tqdm(total=total, disable=not progress, desc="evaluate", leave=False, dynamic_ncols=True)
     job = dict(model=model, dataset=dataset, indices=indices, lams=lams, eps=eps, norm=norm, seed=seed,
