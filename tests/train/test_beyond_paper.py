@@ -122,6 +122,15 @@ def test_every_new_setting_trains_on_digits(clean_run, tmp_path):
     assert all(0.0 <= r["ra"] <= r["sa"] <= 1.0 for r in rows)
 
 
+def test_film_off_trains_oat_without_film_layers(tmp_path):
+    # The ablation (and the one-model benchmark's floor): OAT's λ draw and loss, no FiLM.
+    run = oat.fit({**TRAIN, "film": False, "dual_bn": False}, tmp_path / "r", progress=False, evaluate=False,
+                  log=lambda *_: None)
+    model = oat.load(run)
+    assert not model.spec.film and not any(isinstance(m, FiLM) for m in model.modules())
+    assert set(model.spec.lams) == set(PAPER_LAMS)
+
+
 def test_film_lr_scale_puts_film_in_a_group_with_a_scaled_lr(tmp_path):
     from oat.checkpoint import read_state, resolve_checkpoint
 

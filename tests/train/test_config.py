@@ -38,8 +38,8 @@ def test_lam_is_lams_of_one():
 def test_conditioning_defaults_are_read_from_the_spec():
     spec = {f.name: f.default for f in dataclasses.fields(Conditioning)}
     cfg = TrainConfig()
-    assert (cfg.encoding, cfg.enc_dim, cfg.dual_bn, cfg.film_form) == (
-        spec["encoding"], spec["dim"], spec["dual_bn"], spec["film_form"])
+    assert (cfg.encoding, cfg.enc_dim, cfg.dual_bn, cfg.film, cfg.film_form) == (
+        spec["encoding"], spec["dim"], spec["dual_bn"], spec["film"], spec["film_form"])
     assert tuple(cfg.widths) == spec["widths"] and tuple(cfg.lams) == spec["lams"]
 
 

@@ -48,6 +48,7 @@ class TrainConfig:
     encoding: str = _SPEC["encoding"]
     enc_dim: int = _SPEC["dim"]  # Conditioning.dim: the encoding's dimension
     dual_bn: bool = _SPEC["dual_bn"]
+    film: bool = _SPEC["film"]  # False: OAT's λ draw and loss without FiLM (an ablation; λ acts through dual BN)
     eps: float | None = None
     attack_steps: int = 7
     attack_norm: str = "linf"

@@ -50,7 +50,7 @@ def build_spec(cfg: TrainConfig) -> Conditioning:
                           "width (train one run per width); several widths at once is --objective oats")
     if cfg.objective == "pgdat":
         return Conditioning.dedicated(cfg.lams[0], widths)
-    return Conditioning(lams=tuple(cfg.lams), encoding=cfg.encoding, dim=cfg.enc_dim, film=True,
+    return Conditioning(lams=tuple(cfg.lams), encoding=cfg.encoding, dim=cfg.enc_dim, film=cfg.film,
                         dual_bn=cfg.dual_bn, widths=widths, seed=cfg.seed, film_form=cfg.film_form)
 
 
