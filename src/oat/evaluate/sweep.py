@@ -6,8 +6,9 @@ through the model together instead: each example is repeated once per λ with a 
 statistics, so an example's result does not depend on its batch-mates). But a batch mixing
 λ = 0 and λ > 0 cannot use the folded single-branch BN + FiLM of ``model.at`` (it needs the
 dual-BN gather/scatter), and that costs more than the passes it saves: the batched sweep was
-measured slower on the CPU (``benchmarks/bench_sweep.py``) and on an H200 GPU, ResNet-34
-(``benchmarks/gpu_suite.py``); the figures are in ``benchmarks/README.md``.
+measured slower on the CPU (``benchmarks/bench_sweep.py``) and on an H200 GPU for ResNet-34 and
+small 32×32 networks (``gpu_suite.py``, ``bench_sweep.py``); it won only for a toy 8×8 CNN on the
+GPU, where a pass is nearly free. The figures are in ``benchmarks/README.md``.
 Both paths give the same per-example results for attacks without random starts (tested);
 with random starts they draw different noise (their RNG streams are keyed by the plan).
 
