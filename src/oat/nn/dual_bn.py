@@ -43,7 +43,10 @@ class DualBN(nn.Module):
         pair = self.bns[ctx.width_idx]
         k = ctx.n_clean_prefix
         if k is not None:  # same branches and batch statistics as the gather below, fewer copies
-            return torch.cat([pair[0](x[:k]), pair[1](x[k:])])
+            # split, not two slices: its backward is one cat, where each slice's backward
+            # writes its gradient into a zero tensor of the whole batch and the two are summed.
+            clean, adv = x.split([k, x.shape[0] - k])
+            return torch.cat([pair[0](clean), pair[1](adv)])
         out = torch.empty_like(x)
         out[ctx.clean_idx] = pair[0](x[ctx.clean_idx])
         out[ctx.adv_idx] = pair[1](x[ctx.adv_idx])
