@@ -1,5 +1,6 @@
 """FiLM (OAT Sec. 3.1): ``x * μ + σ`` per channel, computed once per distinct λ."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -81,3 +82,32 @@ def test_per_example_lam_rows_equal_per_lam_calls_in_a_model(tiny_model):
         out = tiny_model(x, lam)
         for i in range(8):
             torch.testing.assert_close(out[i: i + 1], tiny_model(x[i: i + 1], float(lam[i])), atol=1e-5, rtol=1e-5)
+
+
+def test_a_context_like_another_reuses_its_rows_and_gives_the_same_logits(tiny_model):
+    tiny_model.eval()
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    lam = torch.tensor([0.0, 0.0, 0.1, 0.4, 1.0, 1.0])
+    step = tiny_model.condition(lam, None, 6, step=True)
+    for sub, n in ((lam[2:], 4), (lam[4:], 2), (0.4, 2)):  # several λ, one λ as a tensor, one as a float
+        like = tiny_model.condition(sub, None, n, like=step)
+        assert like.enc is step.enc and like.step is step.step
+        torch.testing.assert_close(tiny_model(x[-n:], like), tiny_model(x[-n:], sub))
+
+
+def test_a_context_like_another_refuses_a_lam_the_other_lacks(tiny_model):
+    step = tiny_model.condition(torch.tensor([0.0, 0.1]), None, 2, step=True)
+    with pytest.raises(ValueError, match="not among"):
+        tiny_model.condition(torch.tensor([0.4]), None, 1, like=step)
+
+
+def test_a_step_table_first_made_without_gradients_is_remade_for_training(tiny_model):
+    # An attack under no_grad may be the first to ask; the training pass must still reach FiLM.
+    tiny_model.train()
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ctx = tiny_model.condition(torch.tensor([0.0, 0.1, 0.4, 1.0]), None, 4, step=True)
+    with torch.no_grad():
+        tiny_model(x, ctx)
+    tiny_model(x, ctx).square().sum().backward()
+    films = [m for m in tiny_model.modules() if isinstance(m, FiLM)]
+    assert films and all(f.fc1.weight.grad is not None and f.fc1.weight.grad.abs().sum() > 0 for f in films)

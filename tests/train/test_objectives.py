@@ -1,11 +1,14 @@
 """Objectives: OAT's efficient mode and loss, PGD-AT's passes, crafting in eval mode."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from oat.attacks import train_step_size
 from oat.conditioning import Conditioning
+from oat.nn import FiLM
 from oat.train import objectives
 from oat.train.objectives import OAT, PGDAT, AttackConfig
 
@@ -33,10 +36,10 @@ def spy(monkeypatch):
     monkeypatch.setattr(objectives, "pgd", wrapped)
     real_craft = AttackConfig.craft
 
-    def craft(self, model, x, y, lam, width=None, generator=None):
+    def craft(self, model, x, y, lam, width=None, generator=None, like=None):
         spy.model = model
         calls.append({"lam": lam.clone() if torch.is_tensor(lam) else lam})
-        return real_craft(self, model, x, y, lam, width, generator)
+        return real_craft(self, model, x, y, lam, width, generator, like)
 
     monkeypatch.setattr(AttackConfig, "craft", craft)
     return spy
@@ -207,3 +210,34 @@ def test_oats_trains_one_width_when_asked(make_tiny):
     both = obj(model, x, y, generator=_gen())[0]
     one = obj(model, x, y, generator=_gen(), width=0.5)[0]
     assert one.item() < both.item()
+
+
+def test_an_oat_step_computes_each_film_table_once(tiny_model, monkeypatch):
+    # The clean pass computes FiLM's tables; the attack and the adversarial pass reuse them.
+    calls, real = [], FiLM.table
+    monkeypatch.setattr(FiLM, "table", lambda self, enc, c: calls.append(id(self)) or real(self, enc, c))
+    films = sorted(id(m) for m in tiny_model.modules() if isinstance(m, FiLM))
+    tiny_model.train()
+    OAT(tiny_model.spec, AttackConfig(eps=0.1, steps=2))(tiny_model, *_xy(), generator=_gen())
+    assert films and sorted(calls) == films
+
+
+def test_shared_film_tables_leave_the_loss_and_gradients_as_unshared(tiny_model, monkeypatch):
+    x, y = _xy()
+    lam = torch.tensor([0.0] * 4 + [0.1, 0.2, 0.3, 0.4, 1.0] * 4)
+    obj = OAT(tiny_model.spec, AttackConfig(eps=0.1, steps=2))
+    tiny_model.train()
+    params = [p for p in tiny_model.parameters() if p.requires_grad]
+    state = copy.deepcopy(tiny_model.state_dict())
+
+    def step():
+        tiny_model.load_state_dict(state)  # the same BN statistics for both
+        loss, _ = obj.loss(tiny_model, x, y, lam, 4, _gen())
+        return loss, torch.autograd.grad(loss, params)
+
+    shared = step()
+    real = type(tiny_model).condition
+    monkeypatch.setattr(type(tiny_model), "condition",
+                        lambda self, *a, step=False, like=None, **kw: real(self, *a, **kw))
+    unshared = step()
+    torch.testing.assert_close(shared, unshared)

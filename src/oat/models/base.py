@@ -13,7 +13,7 @@ from torch import nn
 
 from oat.conditioning import ENCODINGS, LAM_TOL, Conditioning, make_table
 from oat.errors import LamError
-from oat.nn.context import Ctx
+from oat.nn.context import Ctx, StepTables
 
 
 class ConditionedNet(nn.Module):
@@ -33,8 +33,14 @@ class ConditionedNet(nn.Module):
 
     # ------------------------------------------------------------------ conditioning
     def condition(self, lam, width: float | None = None, n: int | None = None, *,
-                  film_cache: bool = False) -> Ctx:
-        """Build the :class:`Ctx` for a float λ or a per-example ``(N,)`` λ tensor."""
+                  film_cache: bool = False, step: bool = False, like: Ctx | None = None) -> Ctx:
+        """Build the :class:`Ctx` for a float λ or a per-example ``(N,)`` λ tensor.
+
+        ``step=True`` gives the context :class:`~oat.nn.context.StepTables`; ``like``, a
+        context of the same training step whose λ include these, lends its encodings and
+        tables, so FiLM computes each table once per step (:meth:`OAT.loss
+        <oat.train.objectives.OAT.loss>`).
+        """
         widx = self.spec.width_index(width)
         ctx_kw = dict(width=self.spec.widths[widx], width_idx=widx, film_cache={} if film_cache else None)
         if isinstance(lam, torch.Tensor) and lam.dim() == 0:
@@ -42,15 +48,32 @@ class ConditionedNet(nn.Module):
         if not isinstance(lam, torch.Tensor):
             lam = self.spec.check_lam(lam)
             route = "clean" if lam <= LAM_TOL else "adv"
-            return Ctx(enc=self._encode([lam]), inverse=None, route=route, **ctx_kw)
-        return self._condition_tensor(lam, n, ctx_kw)
+            ctx = Ctx(enc=None, inverse=None, route=route, values=(lam,), **ctx_kw)
+        else:
+            ctx = self._condition_tensor(lam, n, ctx_kw)
+        return self._encoded(ctx, like, step)
+
+    def _encoded(self, ctx: Ctx, like: Ctx | None, step: bool) -> Ctx:
+        """``ctx`` with its encodings: its own, or rows of ``like``'s (and ``like``'s tables)."""
+        if like is None:
+            ctx.enc, ctx.step = self._encode(list(ctx.values)), StepTables() if step else None
+            return ctx
+        missing = [v for v in ctx.values if v not in like.values]
+        if missing:
+            raise ValueError(f"λ {missing} are not among the shared context's {list(like.values)}")
+        if len(like.values) > 1:
+            # Each example's row in like's table (one row for all when ctx has a single λ).
+            rows = torch.tensor([like.values.index(v) for v in ctx.values], device=self.lam_table.device)
+            ctx.inverse = rows if ctx.inverse is None else rows[ctx.inverse]
+        ctx.enc, ctx.values, ctx.step = like.enc, like.values, like.step
+        return ctx
 
     def _condition_tensor(self, lam: torch.Tensor, n: int | None, ctx_kw: dict) -> Ctx:
         if lam.dim() != 1 or (n is not None and lam.shape[0] != n):
             raise LamError(f"a λ tensor must have shape (N,) matching the batch; got {tuple(lam.shape)}")
         lam = lam.to(device=self.lam_table.device, dtype=torch.float32)
         uniq, inverse = torch.unique(lam, return_inverse=True)
-        values = [self.spec.check_lam(float(v)) for v in uniq.tolist()]
+        values = tuple(self.spec.check_lam(float(v)) for v in uniq.tolist())
         clean = lam <= LAM_TOL
         n_clean = int(clean.sum())
         route, cidx, aidx, prefix = "mixed", None, None, None
@@ -60,8 +83,8 @@ class ConditionedNet(nn.Module):
             prefix = n_clean
         else:
             cidx, aidx = clean.nonzero().squeeze(1), (~clean).nonzero().squeeze(1)
-        return Ctx(enc=self._encode(values), inverse=None if len(values) == 1 else inverse,
-                   route=route, clean_idx=cidx, adv_idx=aidx, n_clean_prefix=prefix, **ctx_kw)
+        return Ctx(enc=None, inverse=None if len(values) == 1 else inverse, route=route, clean_idx=cidx,
+                   adv_idx=aidx, n_clean_prefix=prefix, values=values, **ctx_kw)
 
     def _encode(self, values: list[float]) -> torch.Tensor | None:
         if not self.spec.film:
@@ -75,16 +98,23 @@ class ConditionedNet(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, lam, width: float | None = None) -> torch.Tensor:
-        """Logits for images ``x`` in [0, 1] at trade-off ``lam`` (float or ``(N,)``) and ``width``."""
+        """Logits for images ``x`` in [0, 1] at trade-off ``lam`` (float or ``(N,)``) and ``width``.
+
+        ``lam`` may also be a :class:`Ctx` from :meth:`condition`, whose width then applies
+        (``width`` is ignored): objectives pass one this way, through any DDP wrapper.
+        """
+        if isinstance(lam, Ctx):
+            return self.forward_ctx(x, lam)
         return self.forward_ctx(x, self.condition(lam, width, x.shape[0]))
 
     def forward_ctx(self, x: torch.Tensor, ctx: Ctx) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def predictor(self, lam, width: float | None = None, n: int | None = None):
+    def predictor(self, lam, width: float | None = None, n: int | None = None, *, like: Ctx | None = None):
         """A ``x -> logits`` callable for attacks: the context (and FiLM scale/shift, computed
-        once without parameter gradients) is reused across every call."""
-        ctx = self.condition(lam, width, n, film_cache=True)
+        once without parameter gradients) is reused across every call; ``like`` as in
+        :meth:`condition` (a training step's attack reuses the step's FiLM tables)."""
+        ctx = self.condition(lam, width, n, film_cache=True, like=like)
         return lambda x: self.forward_ctx(x, ctx)
 
     def at(self, lam: float, width: float | None = None) -> BoundModel:

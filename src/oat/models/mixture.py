@@ -65,7 +65,7 @@ class _Blend(ConditionedNet):
             return lam.float()
         return torch.full((n,), self.spec.check_lam(float(lam)))
 
-    def predictor(self, lam, width: float | None = None, n: int | None = None):
+    def predictor(self, lam, width: float | None = None, n: int | None = None, *, like=None):
         self.spec.width_index(width)
         return lambda x: self(x, lam, width)
 
@@ -131,12 +131,12 @@ class WeightInterpolation(_Blend):
             out.update({k: getattr(self, _stat_name(i, k)) for k in self._bn_keys()})
         return out
 
-    def predictor(self, lam, width: float | None = None, n: int | None = None):
+    def predictor(self, lam, width: float | None = None, n: int | None = None, *, like=None):
         """For one α the weights are interpolated once (without parameter gradients) and reused by
         every attack step, as ``ConditionedNet.predictor`` caches FiLM."""
         self.spec.width_index(width)
         if isinstance(lam, torch.Tensor) and lam.dim() == 1:
-            return super().predictor(lam, width, n)
+            return super().predictor(lam, width, n, like=like)
         alpha = self.spec.check_lam(float(lam))
         with torch.no_grad():
             weights = self.weights_at(alpha)

@@ -28,6 +28,8 @@ class Ctx:
         width: active width multiplier; width_idx: its index in the trained widths.
         film_cache: when a dict, FiLM scale/shift are computed once (without gradients
             w.r.t. parameters) and reused, e.g. across the steps of an attack.
+        values: the distinct λ of ``enc``'s rows.
+        step: FiLM tables shared by the passes of one training step (see :class:`StepTables`).
     """
 
     enc: torch.Tensor | None
@@ -39,3 +41,21 @@ class Ctx:
     width: float = 1.0
     width_idx: int = 0
     film_cache: dict | None = field(default=None, repr=False)
+    values: tuple[float, ...] | None = None
+    step: StepTables | None = field(default=None, repr=False)
+
+
+class StepTables:
+    """FiLM ``[scale | shift]`` tables of one training step, computed once with their graph.
+
+    An OAT step runs the clean pass, the attack and the adversarial pass on the same λ draw:
+    the FiLM MLPs' outputs for its distinct λ are the same in all three, so the first pass
+    computes them (with gradients) and the others reuse them, and the backward runs through
+    each MLP once. Valid for one step only: the optimiser changes the MLPs, and a backward
+    frees the tables' graph. Not a dict, so DDP's input mover passes it through as it is.
+    """
+
+    __slots__ = ("tables",)
+
+    def __init__(self):
+        self.tables: dict = {}

@@ -41,31 +41,48 @@ class FiLM(nn.Module):
 
     def params(self, enc: torch.Tensor, c: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Scale and shift ``(U, c)`` for the distinct encodings ``enc`` at ``c`` channels."""
+        return self.table(enc, c).split(c, dim=1)
+
+    def table(self, enc: torch.Tensor, c: int) -> torch.Tensor:
+        """``[scale | shift]``, ``(U, 2c)``, for the distinct encodings ``enc``."""
         full = self.channels
-        h = F.leaky_relu(F.linear(enc, self.fc1.weight[: 2 * c], self.fc1.bias[: 2 * c]))
-        if c == full:
-            w2, b2 = self.fc2.weight, self.fc2.bias
+        if c == full:  # no slices at full width: a slice's backward writes into a zero tensor
+            w1, b1, w2, b2 = self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias
         else:
             rows = torch.cat([torch.arange(c), torch.arange(full, full + c)]).to(enc.device)
+            w1, b1 = self.fc1.weight[: 2 * c], self.fc1.bias[: 2 * c]
             w2, b2 = self.fc2.weight[rows, : 2 * c], self.fc2.bias[rows]
-        mu, sigma = F.linear(h, w2, b2).split(c, dim=1)
+        out = F.linear(F.leaky_relu(F.linear(enc, w1, b1)), w2, b2)
         if self.form == "identity":
-            return 1.0 + mu, sigma
-        return F.leaky_relu(mu), F.leaky_relu(sigma)
+            return out + torch.cat([out.new_ones(c), out.new_zeros(c)])  # (1 + Δ, σ)
+        return F.leaky_relu(out)
+
+    def table_of(self, ctx: Ctx, c: int) -> torch.Tensor:
+        """The table for ``ctx``'s encodings: from its step's shared tables when it has them.
+
+        A table stored without a graph (first computed under ``no_grad``) is recomputed when
+        gradients are wanted, so a pass that trains never gets a detached one.
+        """
+        if ctx.step is None:
+            return self.table(ctx.enc, c)
+        key = (id(self), c)
+        table = ctx.step.tables.get(key)
+        if table is None or (torch.is_grad_enabled() and not table.requires_grad and self.fc2.weight.requires_grad):
+            table = ctx.step.tables[key] = self.table(ctx.enc, c)
+        return table
 
     def forward(self, x: torch.Tensor, ctx: Ctx) -> torch.Tensor:
         c = x.shape[1]
         cache = ctx.film_cache
         if cache is not None and id(self) in cache:
-            mu, sigma = cache[id(self)]
+            table = cache[id(self)]
         elif cache is not None:
             with torch.no_grad():
-                mu, sigma = self.params(ctx.enc, c)
-            cache[id(self)] = (mu, sigma)
+                table = self.table_of(ctx, c)
+            cache[id(self)] = table
         else:
-            mu, sigma = self.params(ctx.enc, c)
+            table = self.table_of(ctx, c)
         if ctx.inverse is not None:
-            # Computed once per distinct λ, then gathered per example.
-            mu, sigma = mu[ctx.inverse], sigma[ctx.inverse]
-        shape = (-1, c) + (1,) * (x.dim() - 2)
-        return x * mu.to(x.dtype).view(shape) + sigma.to(x.dtype).view(shape)
+            table = table[ctx.inverse]  # computed once per distinct λ, gathered per example
+        mu, sigma = table.to(x.dtype).view((-1, 2 * c) + (1,) * (x.dim() - 2)).split(c, dim=1)
+        return x * mu + sigma

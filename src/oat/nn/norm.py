@@ -80,7 +80,7 @@ class Norm(nn.Module):
             if self.film is None:
                 scale, shift = bn_affine(bn)
             else:
-                mu, sigma = self.film.params(ctx.enc, x.shape[1])  # FiLM(z) = μ·z + σ, per distinct λ
+                mu, sigma = self.film.table_of(ctx, x.shape[1]).split(x.shape[1], dim=1)  # FiLM(z) = μ·z + σ
                 scale, shift = fold(bn, mu, sigma)
                 if ctx.inverse is not None:
                     scale, shift = scale[ctx.inverse], shift[ctx.inverse]

@@ -40,7 +40,7 @@ class AttackConfig:
     step_size: float | None = None
     precision: str = "fp32"
 
-    def craft(self, model: ConditionedNet, x, y, lam, width=None, generator=None) -> torch.Tensor:
+    def craft(self, model: ConditionedNet, x, y, lam, width=None, generator=None, like=None) -> torch.Tensor:
         if self.eps == 0 or self.steps == 0:
             return x
         step = self.step_size or train_step_size(self.eps, self.steps)
@@ -48,7 +48,7 @@ class AttackConfig:
         if self.precision == "fp32" and torch.is_autocast_enabled(x.device.type):
             fp32 = torch.autocast(x.device.type, enabled=False)
         with eval_mode(model), fp32:
-            predict = model.predictor(lam, width, x.shape[0])
+            predict = model.predictor(lam, width, x.shape[0], like=like)
             return pgd(predict, x, y, eps=self.eps, steps=self.steps, step_size=step, norm=self.norm,
                        keep_best=False, generator=generator)
 
@@ -134,14 +134,17 @@ class OAT:
 
     def loss(self, model, x, y, lam, n0, generator=None, width=None):
         """OAT loss for given per-example λ whose first ``n0`` entries are 0."""
-        logits_c = model(x, lam, width)
+        # One context for the step: FiLM's tables for its λ are computed once, in the clean
+        # pass, and reused by the attack and the adversarial pass (StepTables).
+        ctx = model.condition(lam, width, x.shape[0], step=True)
+        logits_c = model(x, ctx, width)
         per_ex = (1 - lam) * _ce(logits_c, y)
         logits_a = None
         if n0 < x.shape[0]:
             # Efficient mode: no attack for λ = 0 examples (their adversarial weight is 0).
             xa, ya, la = x[n0:], y[n0:], lam[n0:]
-            x_adv = self.attack.craft(model, xa, ya, la, width, generator)
-            logits_a = model(x_adv, la, width)
+            x_adv = self.attack.craft(model, xa, ya, la, width, generator, like=ctx)
+            logits_a = model(x_adv, model.condition(la, width, xa.shape[0], like=ctx), width)
             per_ex = per_ex + torch.cat([per_ex.new_zeros(n0), la * _ce(logits_a, ya)])
         loss = per_ex.mean()
         return loss, _metrics(loss, logits_c, logits_a, y, y[n0:])
