@@ -177,8 +177,10 @@ def _train(cfg: TrainConfig, out: Path, resuming: bool, overwrite: bool, info, d
     model = build_network(cfg, build_spec(cfg), data, out, resuming, given).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    # foreach: one multi-tensor op per update term instead of one per parameter (the default
+    # on CUDA; on the CPU it is faster too, and equal bit for bit).
     optimizer = torch.optim.SGD(param_groups(model, cfg.film_lr_scale), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
+                                weight_decay=cfg.weight_decay, foreach=True)
     state = LoopState()
     if resuming:
         state = _restore(out, model, optimizer, info)
