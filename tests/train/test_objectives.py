@@ -241,3 +241,25 @@ def test_shared_film_tables_leave_the_loss_and_gradients_as_unshared(tiny_model,
                         lambda self, *a, step=False, like=None, **kw: real(self, *a, **kw))
     unshared = step()
     torch.testing.assert_close(shared, unshared)
+
+
+def test_under_autocast_the_fp32_attack_uses_fp32_film_tables(tiny_model, spy, monkeypatch):
+    # The passes around the attack run under bf16 autocast; the attack (fp32, as the authors')
+    # must craft exactly what it crafts with tables of its own, not read the passes' bf16 ones.
+    x, y = _xy()
+    lam = torch.tensor([0.0] * 4 + [0.1, 0.2, 0.3, 0.4, 1.0] * 4)
+    obj = OAT(tiny_model.spec, AttackConfig(eps=0.1, steps=2))
+    tiny_model.train()
+    state = copy.deepcopy(tiny_model.state_dict())
+
+    def x_adv():
+        tiny_model.load_state_dict(state)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            obj.loss(tiny_model, x, y, lam, 4, _gen())
+        return spy.calls[-1]["out"]
+
+    shared = x_adv()
+    real = type(tiny_model).condition
+    monkeypatch.setattr(type(tiny_model), "condition",
+                        lambda self, *a, step=False, like=None, **kw: real(self, *a, **kw))
+    assert torch.equal(shared, x_adv())

@@ -58,12 +58,14 @@ class ConditionedNet(nn.Module):
         if like is None:
             ctx.enc, ctx.step = self._encode(list(ctx.values)), StepTables() if step else None
             return ctx
-        missing = [v for v in ctx.values if v not in like.values]
-        if missing:
+        # like's λ went through float32 (a tensor); a float λ may not have: match within LAM_TOL.
+        found = [next((i for i, u in enumerate(like.values) if abs(u - v) <= LAM_TOL), None) for v in ctx.values]
+        if None in found:
+            missing = [v for v, i in zip(ctx.values, found) if i is None]
             raise ValueError(f"λ {missing} are not among the shared context's {list(like.values)}")
         if len(like.values) > 1:
             # Each example's row in like's table (one row for all when ctx has a single λ).
-            rows = torch.tensor([like.values.index(v) for v in ctx.values], device=self.lam_table.device)
+            rows = torch.tensor(found, device=self.lam_table.device)
             ctx.inverse = rows if ctx.inverse is None else rows[ctx.inverse]
         ctx.enc, ctx.values, ctx.step = like.enc, like.values, like.step
         return ctx

@@ -19,7 +19,8 @@ class Ctx:
 
     Attributes:
         enc: encodings of the distinct λ values of the batch, ``(U, d)``, or None (no FiLM).
-        inverse: ``(N,)`` index of each example's λ into ``enc`` (None when U == 1).
+        inverse: ``(N,)`` index of each example's λ into ``enc`` (None when U == 1; ``(1,)``, one
+            row for the whole batch, for a single-λ context that borrows a larger ``enc``).
         route: ``"clean"``, ``"adv"`` or ``"mixed"`` (dual BN only).
         clean_idx / adv_idx: example indices of each BN branch when ``route == "mixed"`` and
             the clean examples are not a prefix.
@@ -52,7 +53,8 @@ class StepTables:
     the FiLM MLPs' outputs for its distinct λ are the same in all three, so the first pass
     computes them (with gradients) and the others reuse them, and the backward runs through
     each MLP once. Valid for one step only: the optimiser changes the MLPs, and a backward
-    frees the tables' graph. Not a dict, so DDP's input mover passes it through as it is.
+    frees the tables' graph. Held by the context (a dataclass, which DDP's input mover passes
+    through as it is), so every pass of the step sees the same object.
     """
 
     __slots__ = ("tables",)

@@ -61,11 +61,15 @@ class FiLM(nn.Module):
         """The table for ``ctx``'s encodings: from its step's shared tables when it has them.
 
         A table stored without a graph (first computed under ``no_grad``) is recomputed when
-        gradients are wanted, so a pass that trains never gets a detached one.
+        gradients are wanted, so a pass that trains never gets a detached one. Tables are kept per
+        autocast state: the training attack runs in fp32 outside the loop's autocast (as the
+        authors' code) and must not read the bf16 table of the passes around it.
         """
         if ctx.step is None:
             return self.table(ctx.enc, c)
-        key = (id(self), c)
+        device = ctx.enc.device.type
+        amp = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        key = (id(self), c, amp)
         table = ctx.step.tables.get(key)
         if table is None or (torch.is_grad_enabled() and not table.requires_grad and self.fc2.weight.requires_grad):
             table = ctx.step.tables[key] = self.table(ctx.enc, c)
@@ -78,7 +82,7 @@ class FiLM(nn.Module):
             table = cache[id(self)]
         elif cache is not None:
             with torch.no_grad():
-                table = self.table_of(ctx, c)
+                table = self.table_of(ctx, c).detach()  # the step's table may carry a graph
             cache[id(self)] = table
         else:
             table = self.table_of(ctx, c)

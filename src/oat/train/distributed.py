@@ -132,7 +132,7 @@ def local_batch_size(global_batch: int, world_size: int) -> int:
 class OatDDP(DistributedDataParallel):
     """DDP wrapper that still looks like a :class:`~oat.models.ConditionedNet` to objectives.
 
-    The objective calls ``model(x, lam, width)`` for the training forward passes: those go
+    The objective calls ``model(x, ctx, width)`` for the training forward passes: those go
     through DDP, so the backward all-reduces the gradients. It crafts adversarial examples
     through ``model.predictor(...)``, which goes to the inner module directly: crafting
     needs no gradient sync (PGD differentiates w.r.t. the perturbation only) and must not

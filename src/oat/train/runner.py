@@ -184,6 +184,8 @@ def _train(cfg: TrainConfig, out: Path, resuming: bool, overwrite: bool, info, d
     state = LoopState()
     if resuming:
         state = _restore(out, model, optimizer, info)
+        for group in optimizer.param_groups:  # a checkpoint of an earlier version saved foreach=None
+            group["foreach"] = True
         log(f"resuming {out} after epoch {state.epoch}/{cfg.epochs}" +
             (f" + {state.batch} batches" if state.batch else ""))
     elif cfg.init_from:
