@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import clean_accuracy, pgd_accuracy, set_threads, table, write_result
+from common import clean_accuracy, pgd_accuracy, portable, set_threads, table, write_result
 
 from oat.checkpoint import load_model
 from oat.conditioning import PAPER_LAMS
@@ -109,6 +109,8 @@ def main() -> None:
     print(table(rows))
     print(f"one-model saving: {total / oat_t:.2f}x (OAT runs: {', '.join(f'{s:.1f}' for s in oat_secs)} s)")
     settings = {k: v for k, v in vars(args).items() if k != "out"}
+    if args.data_dir:  # a committed result names no machine path
+        settings["data_dir"] = portable(args.data_dir)
     settings.update(lams=list(PAPER_LAMS), path="oat.train.runner.train (checkpoints on, evaluation off)",
                     note="runs interleaved OAT/dedicated; other processes shared the CPU")
     write_result(args.out, {"rows": rows, "saving": total / oat_t, "oat_seconds_all": oat_secs, **extra,
