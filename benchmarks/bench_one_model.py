@@ -72,10 +72,16 @@ def main() -> None:
     p.add_argument("--out", default="bench_one_model")
     args = p.parse_args()
     set_threads(args.threads)
+    # The runs' checkpoints are scratch: removed when the benchmark ends, however it ends.
+    with tempfile.TemporaryDirectory(prefix="oat-bench-one-model-") as tmp:
+        measure(args, Path(tmp))
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> None:
+    """Time (and with ``--eval`` evaluate) the runs in ``tmp``, then write the result."""
     device = torch.device(args.device)
     base = dict(data=args.data, data_dir=args.data_dir, val_size=args.val_size, model=args.model, epochs=args.epochs,
                 batch_size=args.batch_size, eps=args.eps, device=args.device, seed=0, amp=args.amp)
-    tmp = Path(tempfile.mkdtemp(prefix="oat-bench-one-model-"))
     oat_cfg = TrainConfig.from_dict({**base, "objective": "oat", "lams": list(PAPER_LAMS)})
     floor_cfg = oat_cfg.replace(film=False, dual_bn=False)
     oat_secs, floor_secs, rows = [], [], []
@@ -112,7 +118,7 @@ def main() -> None:
     if args.data_dir:  # a committed result names no machine path
         settings["data_dir"] = portable(args.data_dir)
     settings.update(lams=list(PAPER_LAMS), path="oat.train.runner.train (checkpoints on, evaluation off)",
-                    note="runs interleaved OAT/dedicated; other processes shared the CPU")
+                    note="runs interleaved OAT/dedicated; machine.load_average is the load at the end")
     write_result(args.out, {"rows": rows, "saving": total / oat_t, "oat_seconds_all": oat_secs, **extra,
                             "settings": settings})
 
