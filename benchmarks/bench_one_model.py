@@ -15,7 +15,10 @@ Passes are not seconds: a training pass (batch statistics, weight gradients) cos
 attack step's, and OAT makes 1 + 5/6 training passes per image where a dedicated λ = 1 run makes 1.
 ``--floor`` measures what that schedule itself allows: OAT's λ draw and loss with no FiLM and one
 BN (``film=False, dual_bn=False``), interleaved with the others; total / floor is the saving
-that a FiLM and dual BN costing nothing would reach on this machine.
+that a FiLM and dual BN costing nothing would reach on this machine. ``--ablate`` also times OAT
+with FiLM and one BN (``dual_bn=False``) and with dual BN and no FiLM (``film=False``), so the
+gap splits into its two parts; at a tiny batch (``--batch-size 6``) the arithmetic is negligible
+and what is left of the gap is the per-step cost of the extra operations themselves.
 
     python benchmarks/bench_one_model.py                       # CPU: digits 8x8, small-cnn, 10 epochs
     python benchmarks/bench_one_model.py --device cuda --data cifar10 --model resnet18 --epochs 2
@@ -66,6 +69,8 @@ def main() -> None:
     p.add_argument("--no-eval", dest="eval", action="store_false")
     p.add_argument("--floor", action="store_true",
                    help="also time OAT without FiLM and dual BN (the schedule's own limit)")
+    p.add_argument("--ablate", action="store_true",
+                   help="also time OAT with FiLM and one BN, and with dual BN and no FiLM")
     p.add_argument("--oat-runs", type=int, default=len(PAPER_LAMS), choices=range(1, len(PAPER_LAMS) + 1),
                    metavar="N", help="OAT (and floor) repeats, spread evenly between the dedicated runs "
                    "(default: one before each; fewer for long runs)")
@@ -83,15 +88,21 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
     base = dict(data=args.data, data_dir=args.data_dir, val_size=args.val_size, model=args.model, epochs=args.epochs,
                 batch_size=args.batch_size, eps=args.eps, device=args.device, seed=0, amp=args.amp)
     oat_cfg = TrainConfig.from_dict({**base, "objective": "oat", "lams": list(PAPER_LAMS)})
-    floor_cfg = oat_cfg.replace(film=False, dual_bn=False)
-    oat_secs, floor_secs, rows = [], [], []
+    variants = {}  # OAT without some of its parts: name -> (key, config), each timed after every OAT repeat
+    if args.floor:
+        variants["OAT without FiLM and dual BN"] = ("floor", oat_cfg.replace(film=False, dual_bn=False))
+    if args.ablate:
+        variants["OAT with FiLM, one BN"] = ("film_only", oat_cfg.replace(dual_bn=False))
+        variants["OAT with dual BN, no FiLM"] = ("dual_bn_only", oat_cfg.replace(film=False))
+    oat_secs, rows = [], []
+    variant_secs = {name: [] for name in variants}
     n = len(PAPER_LAMS)
     repeat_before = {i * n // args.oat_runs for i in range(args.oat_runs)}
-    for i, lam in enumerate(PAPER_LAMS):  # interleaved: OAT, (floor,) dedicated λ, OAT, (floor,) dedicated λ', ...
+    for i, lam in enumerate(PAPER_LAMS):  # interleaved: OAT, (variants,) dedicated λ, OAT, (variants,) λ', ...
         if i in repeat_before:
             oat_secs.append(timed_run(oat_cfg, tmp / "oat"))
-            if args.floor:
-                floor_secs.append(timed_run(floor_cfg, tmp / "floor"))
+            for name, (key, cfg) in variants.items():
+                variant_secs[name].append(timed_run(cfg, tmp / key))
         cfg = TrainConfig.from_dict({**base, "objective": "pgdat", "lam": lam})
         rows.append({"run": f"dedicated λ={lam:g}", "lam": lam, "seconds": timed_run(cfg, tmp / f"ded-{lam:g}")})
     oat_t = statistics.median(oat_secs)
@@ -99,11 +110,12 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
     rows.append({"run": "sum of 6 dedicated", "seconds": total})
     rows.append({"run": f"OAT (median of {len(oat_secs)} runs)", "seconds": oat_t, "saving": total / oat_t})
     extra = {}
-    if floor_secs:
-        floor_t = statistics.median(floor_secs)
-        rows.append({"run": f"OAT without FiLM and dual BN (median of {len(floor_secs)})", "seconds": floor_t,
-                     "saving": total / floor_t})
-        extra = {"floor_saving": total / floor_t, "floor_seconds_all": floor_secs}
+    for name, (key, _) in variants.items():
+        secs = variant_secs[name]
+        median = statistics.median(secs)
+        rows.append({"run": f"{name} (median of {len(secs)})", "seconds": median, "saving": total / median,
+                     "vs_oat": oat_t / median})
+        extra.update({f"{key}_saving": total / median, f"{key}_seconds_all": secs})
     if args.eval:
         data = load_data(args.data, args.data_dir, val_size=args.val_size, seed=0)
         eps = args.eps or data.default_eps
