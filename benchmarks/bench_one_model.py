@@ -72,7 +72,7 @@ def main() -> None:
     p.add_argument("--ablate", action="store_true",
                    help="also time OAT with FiLM and one BN, and with dual BN and no FiLM")
     p.add_argument("--oat-runs", type=int, default=len(PAPER_LAMS), choices=range(1, len(PAPER_LAMS) + 1),
-                   metavar="N", help="OAT (and floor) repeats, spread evenly between the dedicated runs "
+                   metavar="N", help="OAT (and --floor, --ablate) repeats, spread evenly between the dedicated runs "
                    "(default: one before each; fewer for long runs)")
     p.add_argument("--out", default="bench_one_model")
     args = p.parse_args()
